@@ -1,0 +1,1 @@
+"""Losses shared by the methods, one module per family (import from the submodule)."""

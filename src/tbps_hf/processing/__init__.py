@@ -1,0 +1,1 @@
+"""Shared processing: person image processor, base processor, phrase chunker, tokenizer training."""
