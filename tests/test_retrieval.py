@@ -1,0 +1,257 @@
+"""Batched encoding and the FAISS gallery index (tbps_hf.retrieval).
+
+The tiny dual encoders below are real ``TBPSPreTrainedModel`` subclasses (conv image tower + embedding-bag text
+tower), so these tests do not depend on any particular method; ``test_evaluation`` / ``test_demo`` reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from PIL import Image
+from transformers import BatchFeature
+
+from tbps_hf.configuration_utils import TBPSConfig
+from tbps_hf.modeling_utils import TBPSPreTrainedModel
+from tbps_hf.retrieval import GalleryIndex, encode_images, encode_texts
+
+WORDS = "a man woman in red blue green black white coat shirt bag backpack shoes jeans carrying with and the".split()
+
+
+@strict(accept_kwargs=True)
+class TinyConfig(TBPSConfig):
+    model_type = "tbps-test-tiny"
+
+    hidden_size: int = 16
+    structured: bool = False
+    image_size: list[int] | tuple[int, int] = (16, 8)
+    vocab_size: int = len(WORDS) + 2
+    max_text_length: int = 12
+
+
+@dataclass
+class PartFeatures:
+    """Structured features like PCC's: a global vector plus P part vectors."""
+
+    global_embeds: torch.Tensor  # [N, d]
+    part_embeds: torch.Tensor  # [N, P, d]
+
+
+class TinyDualEncoder(TBPSPreTrainedModel):
+    config_class = TinyConfig
+
+    def __init__(self, config: TinyConfig):
+        super().__init__(config)
+        d = config.hidden_size
+        self.conv = torch.nn.Conv2d(3, d, 3, padding=1)
+        self.embed = torch.nn.EmbeddingBag(config.vocab_size, d, mode="sum")
+        self.part = torch.nn.Linear(d, 2 * d)
+        self.post_init()
+
+    def get_image_features(self, pixel_values):
+        maps = F.relu(self.conv(pixel_values))  # [B, d, H, W]
+        g = maps.mean(dim=(2, 3))
+        if not self.config.structured:
+            return g
+        parts = torch.stack([h.mean(dim=(2, 3)) for h in maps.chunk(2, dim=2)], dim=1)  # 2 horizontal stripes
+        return PartFeatures(g, parts)
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        g = self.embed(input_ids, per_sample_weights=attention_mask.float())
+        if not self.config.structured:
+            return g
+        return PartFeatures(g, self.part(g).view(-1, 2, self.config.hidden_size))
+
+    def index_features(self, features):
+        if not self.config.structured:
+            return super().index_features(features)
+        # S = cos(g) + Σ_p cos(part_p): concatenating the normalized vectors gives the same inner product.
+        vecs = [F.normalize(features.global_embeds.float(), dim=-1)]
+        vecs += [F.normalize(p.float(), dim=-1) for p in features.part_embeds.unbind(1)]
+        return torch.cat(vecs, dim=-1)
+
+    def similarity(self, text_features, image_features):
+        if not self.config.structured:
+            return super().similarity(text_features, image_features)
+        # Written independently of index_features: sum of per-part cosine matrices.
+        s = F.normalize(text_features.global_embeds, dim=-1) @ F.normalize(image_features.global_embeds, dim=-1).t()
+        for p in range(text_features.part_embeds.shape[1]):
+            t = F.normalize(text_features.part_embeds[:, p], dim=-1)
+            i = F.normalize(image_features.part_embeds[:, p], dim=-1)
+            s = s + t @ i.t()
+        return s
+
+
+class TinyProcessor:
+    """Word-level tokenizer over WORDS + resize/normalize images (enough for the processor contract)."""
+
+    def __init__(self, config: TinyConfig):
+        self.size = tuple(config.image_size)
+        self.max_len = config.max_text_length
+        self.vocab = {w: i + 2 for i, w in enumerate(WORDS)}  # 0 pad, 1 unk
+
+    def __call__(self, text=None, images=None, return_tensors="pt"):
+        out = {}
+        if text is not None:
+            ids = [[self.vocab.get(w, 1) for w in t.lower().replace(",", " ").split()][: self.max_len] or [1] for t in text]
+            ids = [row + [0] * (self.max_len - len(row)) for row in ids]
+            out["input_ids"] = torch.tensor(ids)
+            out["attention_mask"] = (out["input_ids"] > 0).long()
+            out["attention_mask"][:, 0] = 1
+        if images is not None:
+            h, w = self.size
+            arrays = [np.asarray(im.convert("RGB").resize((w, h)), dtype=np.float32) / 127.5 - 1 for im in images]
+            out["pixel_values"] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return BatchFeature(out)
+
+
+def make_model(structured: bool = False, seed: int = 0):
+    torch.manual_seed(seed)
+    config = TinyConfig(structured=structured)
+    return TinyDualEncoder(config).eval(), TinyProcessor(config)
+
+
+def random_images(n: int, seed: int = 0, size=(8, 16)):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def random_texts(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=rng.integers(2, 9))) for _ in range(n)]
+
+
+def features_equal(a, b, atol=1e-5):
+    if isinstance(a, torch.Tensor):
+        return torch.allclose(a, b, atol=atol)
+    return all(torch.allclose(getattr(a, f), getattr(b, f), atol=atol) for f in ("global_embeds", "part_embeds"))
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_batched_encoding_equals_one_shot(structured):
+    model, processor = make_model(structured)
+    texts, images = random_texts(11), random_images(9)
+    with torch.no_grad():
+        inputs = processor(text=texts, images=images)
+        t_ref = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        i_ref = model.get_image_features(inputs["pixel_values"])
+    t = encode_texts(model, processor, texts, batch_size=4, progress=False)
+    i = encode_images(model, processor, images, batch_size=4, progress=False)
+    assert type(t) is type(t_ref) and type(i) is type(i_ref)
+    assert features_equal(t, t_ref) and features_equal(i, i_ref)
+    # Any indexable sequence of paths works too (a lazy view need not be a list).
+    assert features_equal(encode_images(model, processor, tuple(images), batch_size=100, progress=False), i_ref)
+
+
+def test_encoding_restores_training_mode_and_rejects_empty():
+    model, processor = make_model()
+    model.train()
+    encode_texts(model, processor, ["a man"], progress=False)
+    assert model.training
+    with pytest.raises(ValueError, match="no texts"):
+        encode_texts(model, processor, [], progress=False)
+    with pytest.raises(ValueError, match="no images"):
+        encode_images(model, processor, [], progress=False)
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_faiss_search_equals_bruteforce_similarity_topk(structured):
+    model, processor = make_model(structured, seed=1)
+    images, texts = random_images(40, seed=2), random_texts(7, seed=3)
+    index = GalleryIndex(model, processor, batch_size=16)
+    index.add(images[:25], ids=[f"img{i}" for i in range(25)])
+    index.add(images[25:], ids=[f"img{i}" for i in range(25, 40)])  # incremental adds keep positions
+    scores, indices = index.search(texts, k=5)
+
+    t = encode_texts(model, processor, texts, progress=False)
+    i = encode_images(model, processor, images, progress=False)
+    sim = model.similarity(t, i)
+    ref_scores, ref_indices = sim.topk(5, dim=1)
+    np.testing.assert_array_equal(indices, ref_indices.numpy())
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-4)
+    assert index.lookup(indices[:1, :2]) == [[f"img{j}" for j in ref_indices[0, :2].tolist()]]
+    # Searching with precomputed text features gives the same answer.
+    s2, i2 = index.search(t, k=5)
+    np.testing.assert_array_equal(i2, indices)
+    # k larger than the gallery is clipped.
+    assert index.search(texts[:1], k=100)[1].shape == (1, 40)
+
+
+def test_features_added_directly_and_ivf_option():
+    model, processor = make_model(seed=4)
+    feats = torch.randn(300, 16)
+    queries = torch.randn(5, 16)
+    flat = GalleryIndex(model)
+    flat.add(feats)
+    _, idx = flat.search(queries, k=3)
+    np.testing.assert_array_equal(idx, model.similarity(queries, feats).topk(3, dim=1).indices.numpy())
+    assert flat.ids[:3] == [0, 1, 2]
+    ivf = GalleryIndex(model, ivf_nlist=4, nprobe=4)  # nprobe == nlist → exhaustive, so exact
+    ivf.add(feats)
+    np.testing.assert_array_equal(ivf.search(queries, k=3)[1], idx)
+    with pytest.raises(ValueError, match="ivf_nlist=50"):
+        GalleryIndex(model, ivf_nlist=50).add(feats[:10])
+    with pytest.raises(ValueError, match="empty"):
+        GalleryIndex(model).search(queries)
+    with pytest.raises(ValueError, match="ids"):
+        GalleryIndex(model).add(feats[:3], ids=["a"])
+
+
+def test_index_save_load_roundtrip(tmp_path):
+    model, processor = make_model(structured=True, seed=5)
+    images = random_images(12, seed=6)
+    index = GalleryIndex(model, processor)
+    index.add(images, ids=[f"crops/{i}.png" for i in range(12)])
+    index.metadata["model"] = "tiny"
+    index.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["gallery.json", "index.faiss"]
+    meta = json.loads((tmp_path / "idx" / "gallery.json").read_text())
+    assert meta["ids"][3] == "crops/3.png" and meta["ntotal"] == 12
+
+    loaded = GalleryIndex.load(tmp_path / "idx", model, processor)
+    assert loaded.ids == index.ids and loaded.metadata == {"model": "tiny"} and len(loaded) == 12
+    q = random_texts(3, seed=7)
+    for a, b in zip(index.search(q, k=4), loaded.search(q, k=4)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        GalleryIndex.load(tmp_path / "nothing")
+
+
+def test_folder_index_skips_corrupt_files(tmp_path, caplog):
+    model, processor = make_model(seed=8)
+    folder = tmp_path / "crops"
+    (folder / "sub").mkdir(parents=True)
+    images = random_images(5, seed=9)
+    images[0].save(folder / "a.png")
+    images[1].save(folder / "b.jpg")
+    images[2].save(folder / "sub" / "c.bmp")
+    images[3].convert("L").save(folder / "d.webp")  # grayscale: converted to RGB
+    images[4].save(folder / "e.tiff")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "notes.txt").write_text("hello")
+    (folder / ".hidden.png").write_bytes(b"")  # hidden files are ignored, not reported
+
+    with caplog.at_level("WARNING"):
+        index, report = GalleryIndex.from_folder(folder, model, processor, batch_size=2, progress=False)
+    assert report.num_indexed == 5 and report.num_skipped == 2
+    assert sorted(p.split("/")[-1] for p in (s.path for s in report.skipped)) == ["broken.jpg", "notes.txt"]
+    assert "Skipped 2 unreadable" in caplog.text
+    assert index.ids == ["a.png", "b.jpg", "d.webp", "e.tiff", "sub/c.bmp"]
+    # The indexed vector of a file equals encoding that file directly.
+    direct = encode_images(model, processor, [folder / "sub" / "c.bmp"], progress=False)
+    _, idx = index.search(direct, k=1)  # image-to-image: its own vector is the top match
+    assert index.ids[idx[0, 0]] == "sub/c.bmp"
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        GalleryIndex.from_folder(tmp_path / "missing", model, processor)
+    empty = tmp_path / "bad"
+    empty.mkdir()
+    (empty / "x.jpg").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="No readable images"):
+        GalleryIndex.from_folder(empty, model, processor, progress=False)
