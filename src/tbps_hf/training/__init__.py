@@ -1,0 +1,34 @@
+"""Training on `accelerate`: arguments, the identity-aware sampler and the loop."""
+
+from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+from .sampler import IdentityBatchSampler
+from .trainer import TrainingError, train
+
+__all__ = [
+    "DataArguments",
+    "ModelArguments",
+    "TrainingArguments",
+    "parse_args",
+    "IdentityBatchSampler",
+    "TrainingError",
+    "train",
+    "main",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry of `train.py` and `tbps train`."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model_args, data_args, training_args = parse_args(argv)
+    summary = train(model_args, data_args, training_args)
+    if summary.get("metrics"):
+        print(json_dumps(summary))
+    return 0
+
+
+def json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2)
