@@ -1,0 +1,81 @@
+"""A BERT-style WordPiece tokenizer trained on a dataset's captions (for presets that train text towers from scratch).
+
+Built with `tokenizers` and wrapped in `PreTrainedTokenizerFast`, so it saves with ``save_pretrained`` (one
+``tokenizer.json``) and reloads with ``AutoTokenizer.from_pretrained``. Not ``BertTokenizerFast(vocab_file=...)``:
+on this stack that silently maps every word to ``[UNK]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, [PAD] = 0 as in BERT
+
+
+def train_wordpiece_tokenizer(
+    captions: Iterable[str],
+    vocab_size: int = 8000,
+    min_frequency: int = 1,
+    lowercase: bool = True,
+) -> PreTrainedTokenizerFast:
+    """
+    Train a WordPiece tokenizer on ``captions``.
+
+    Args:
+        captions: training captions (any iterable of str; empty strings are ignored).
+        vocab_size: upper bound on the vocabulary (special tokens and the character alphabet included); the trained
+            vocabulary can be smaller — read ``len(tokenizer)`` and put it in the model config.
+        min_frequency: a merge must occur at least this often to enter the vocabulary.
+        lowercase: BERT "uncased" normalization (lowercase + strip accents).
+
+    Returns:
+        `PreTrainedTokenizerFast` with ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``; encoding adds
+        ``[CLS] … [SEP]``; ``model_max_length`` is left for the processor to enforce.
+    """
+    if isinstance(captions, str):
+        raise TypeError("captions must be an iterable of strings, not a single string")
+    texts = [c for c in captions if isinstance(c, str) and c.strip()]
+    if not texts:
+        raise ValueError("train_wordpiece_tokenizer needs at least one non-empty caption")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        padding_side="right",
+        truncation_side="right",
+        do_lower_case=lowercase,
+    )
+
+
+__all__ = ["train_wordpiece_tokenizer", "SPECIAL_TOKENS"]
