@@ -1,0 +1,547 @@
+"""CFAM: Cross-modal Fine-grained Aligning and Matching (UFineBench, CVPR 2024, §4; ``papers/ufinebench-cfam.txt``).
+
+CLIP image and text towers give token embeddings; a granularity decoder *shared by both modalities* turns K learnable
+queries into K fine-grained embeddings per image and per text. Training: global SDM on the global embeddings, local
+SDM on the mean per-query cosine, a Matcher (BCE) on B positive and 2B hard-negative pairs, and the cross-modal
+identity classifying loss with an extra "unmatched" class (supplement §8). Inference: global embeddings only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel
+from transformers import initialization as init
+from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
+from transformers.utils import ModelOutput
+
+from ...losses.sdm import sdm_loss
+from ...modeling_utils import TBPSPreTrainedModel
+from .configuration_cfam import CFAMConfig
+
+
+@dataclass
+class CFAMOutput(ModelOutput):
+    r"""
+    loss (`torch.Tensor`, scalar): the paper's total, L_gs + λ1 L_ls + λ2 L_m + λ3 L_cid (§4.4), over the enabled terms.
+    loss_global_sdm (`torch.Tensor`): SDM (or InfoNCE, `global_loss_type`) on the global cosine similarities.
+    loss_local_sdm (`torch.Tensor`): SDM on the local similarities (mean cosine over the K query outputs, §4.2).
+    loss_match (`torch.Tensor`): Matcher BCE over B positives and up to 2B hard negatives (§4.3).
+    loss_id (`torch.Tensor`): cross-modal identity classifying loss with the "unmatched" class (supplement §8).
+    image_embeds (`[B, projection_dim]`), text_embeds (`[B, projection_dim]`): global embeddings (not normalized).
+    image_granularity_embeds (`[B, K, decoder_hidden_size]`), text_granularity_embeds: the decoder outputs.
+    global_similarity (`[B, B]`): cosine, image rows × text columns. local_similarity (`[B, B]`): same layout.
+    match_logits (`[M]`), match_labels (`[M]`): Matcher logits (sigmoid → match probability) and 1/0 targets; the
+        first B are the positives.
+    id_logits (`[M, num_identities + 1]`), id_labels (`[M]`): identity head logits and targets (negatives get
+        `num_identities`).
+    """
+
+    loss: torch.Tensor | None = None
+    loss_global_sdm: torch.Tensor | None = None
+    loss_local_sdm: torch.Tensor | None = None
+    loss_match: torch.Tensor | None = None
+    loss_id: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_granularity_embeds: torch.Tensor | None = None
+    text_granularity_embeds: torch.Tensor | None = None
+    global_similarity: torch.Tensor | None = None
+    local_similarity: torch.Tensor | None = None
+    match_logits: torch.Tensor | None = None
+    match_labels: torch.Tensor | None = None
+    id_logits: torch.Tensor | None = None
+    id_labels: torch.Tensor | None = None
+
+
+class CFAMVisionEmbeddings(CLIPVisionEmbeddings):
+    """CLIP's patch + position embeddings on a non-square (height, width) patch grid (person crops are 384x128)."""
+
+    def __init__(self, config, image_size: tuple[int, int]):
+        nn.Module.__init__(self)  # CLIPVisionEmbeddings.__init__ assumes a square image; set the fields here
+        self.config = config
+        self.embed_dim = config.hidden_size
+        self.patch_size = config.patch_size
+        self.image_size = tuple(image_size)
+        self.grid_size = (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+        self.class_embedding = nn.Parameter(torch.randn(self.embed_dim))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, self.embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=False
+        )
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_positions = self.num_patches + 1
+        self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
+        self.position_ids = nn.Buffer(torch.arange(self.num_positions).expand((1, -1)), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f"pixel_values must be [B, {self.config.num_channels}, {self.image_size[0]}, {self.image_size[1]}] "
+                f"(config.image_size), got {tuple(pixel_values.shape)}"
+            )
+        batch_size = pixel_values.shape[0]
+        patch_embeds = self.patch_embedding(pixel_values.to(dtype=self.patch_embedding.weight.dtype))
+        patch_embeds = patch_embeds.flatten(2).transpose(1, 2)
+        class_embeds = self.class_embedding.expand(batch_size, 1, -1)
+        embeddings = torch.cat([class_embeds, patch_embeds], dim=1)
+        return embeddings + self.position_embedding(self.position_ids)
+
+
+class CFAMAttention(nn.Module):
+    """Multi-head (self or cross) attention with separate q/k/v/out projections.
+
+    Hand-written rather than `nn.MultiheadAttention`, whose fused in-projection PEFT LoRA cannot target; the names
+    match CLIP's so one `lora_target_modules` list covers towers, decoder and Matcher.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """hidden_states `[B, Lq, D]`; key_value_states `[B, Lk, D]` (self-attention when None);
+        key_padding_mask `[B, Lk]`, 1 / True where the key may be attended."""
+        kv = hidden_states if key_value_states is None else key_value_states
+        batch, q_len, dim = hidden_states.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(hidden_states)), heads(self.k_proj(kv)), heads(self.v_proj(kv))
+        mask = None if key_padding_mask is None else key_padding_mask.bool()[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, q_len, dim))
+
+
+class CFAMBlock(nn.Module):
+    """Pre-norm transformer block: self-attention, optional cross-attention to a memory, MLP."""
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, cross_attention: bool):
+        super().__init__()
+        self.self_attn_norm = nn.LayerNorm(hidden_size)
+        self.self_attn = CFAMAttention(hidden_size, num_heads)
+        self.cross_attn_norm = nn.LayerNorm(hidden_size) if cross_attention else None
+        self.cross_attn = CFAMAttention(hidden_size, num_heads) if cross_attention else None
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states, memory=None, memory_mask=None):
+        hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states))
+        if self.cross_attn is not None:
+            hidden_states = hidden_states + self.cross_attn(
+                self.cross_attn_norm(hidden_states), key_value_states=memory, key_padding_mask=memory_mask
+            )
+        return hidden_states + self.fc2(F.gelu(self.fc1(self.mlp_norm(hidden_states))))
+
+
+class CFAMGranularityDecoder(nn.Module):
+    """Transformer decoder: the K granularity queries attend to one modality's token embeddings (§4.2)."""
+
+    def __init__(self, config: CFAMConfig):
+        super().__init__()
+        dim = config.decoder_hidden_size
+        # Identity for B/16 (512 = 512); L/14's 768-d tokens are mapped to the 512-d decoder of §5.1.
+        self.input_proj = nn.Identity() if config.projection_dim == dim else nn.Linear(config.projection_dim, dim)
+        self.layers = nn.ModuleList(
+            CFAMBlock(dim, config.decoder_num_heads, config.decoder_intermediate_size, cross_attention=True)
+            for _ in range(config.decoder_num_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None = None):
+        """queries `[K, D]`, tokens `[B, L, projection_dim]`, token_mask `[B, L]` → `[B, K, D]`."""
+        memory = self.input_proj(tokens)
+        hidden = queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        for layer in self.layers:
+            hidden = layer(hidden, memory, token_mask)
+        return self.norm(hidden)
+
+
+class CFAMMatcher(nn.Module):
+    """Transformer blocks + MLP on the 2K concatenated granularity embeddings of a pair → one match logit (§4.3).
+
+    Learnable position embeddings over the 2K slots tell the self-attention which modality and which query each
+    token is (the paper does not say how; without them the blocks would see an unordered set).
+    """
+
+    def __init__(self, config: CFAMConfig):
+        super().__init__()
+        dim = config.decoder_hidden_size
+        self.position_embeddings = nn.Parameter(torch.zeros(2 * config.num_granularity_queries, dim))
+        self.layers = nn.ModuleList(
+            CFAMBlock(dim, config.decoder_num_heads, config.decoder_intermediate_size, cross_attention=False)
+            for _ in range(config.matcher_num_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
+
+    def forward(self, image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:
+        """`[M, K, D]` each → match logits `[M]` (sigmoid gives the match probability p(V̄, W̄))."""
+        hidden = torch.cat([image_granularity, text_granularity], dim=1) + self.position_embeddings
+        for layer in self.layers:
+            hidden = layer(hidden)
+        return self.head(self.norm(hidden).mean(dim=1)).squeeze(-1)
+
+
+def hardest_negatives(similarity: torch.Tensor, person_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    For each row (image) the column (text) of highest similarity among those of a *different* identity.
+
+    Args:
+        similarity (`[B, B]`): image rows × text columns.
+        person_ids (`[B]`): identity of pair i (image i and text i).
+
+    Returns:
+        `(index [B], valid [B])`: the chosen column per row, and whether the row has any different-identity column
+        (rows without one get index 0 and `valid=False`). Apply to `similarity.t()` for the hardest image per text.
+    """
+    different = person_ids[:, None] != person_ids[None, :]
+    masked = similarity.detach().masked_fill(~different, float("-inf"))
+    return masked.argmax(dim=1), different.any(dim=1)
+
+
+def extend_text_positions(weight: torch.Tensor, length: int, keep: int = 20) -> torch.Tensor:
+    """
+    Stretch CLIP's text position table `[L0, d]` (77 rows) to `[length, d]` (168 for CFAM).
+
+    The first `keep` rows, which short captions rely on most, are kept as they are and the rest is linearly
+    interpolated to fill the new length (Long-CLIP's knowledge-preserving stretching; the paper does not say how it
+    went from 77 to 168). A shorter target keeps the first `length` rows.
+    """
+    old = weight.shape[0]
+    if length <= old:
+        return weight[:length].clone()
+    keep = min(keep, old - 1)
+    rest = weight[keep:].t().unsqueeze(0)  # [1, d, L0 - keep]
+    stretched = F.interpolate(rest.float(), size=length - keep, mode="linear", align_corners=True)
+    return torch.cat([weight[:keep], stretched[0].t().to(weight.dtype)], dim=0)
+
+
+def resize_vision_positions(weight: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """Resize a square CLIP vision position table `[1 + n*n, d]` to `[1 + h*w, d]` (bicubic, as IRRA does)."""
+    cls_pos, patch_pos = weight[:1], weight[1:]
+    side = int(round(patch_pos.shape[0] ** 0.5))
+    if side * side != patch_pos.shape[0]:
+        raise ValueError(f"expected a square grid of vision position embeddings, got {patch_pos.shape[0]} patches")
+    if (side, side) == tuple(grid_size):
+        return weight.clone()
+    grid = patch_pos.t().reshape(1, -1, side, side).float()
+    grid = F.interpolate(grid, size=tuple(grid_size), mode="bicubic", align_corners=False)
+    return torch.cat([cls_pos, grid.reshape(weight.shape[1], -1).t().to(weight.dtype)], dim=0)
+
+
+class CFAMPreTrainedModel(TBPSPreTrainedModel):
+    config_class = CFAMConfig
+    config: CFAMConfig
+    base_model_prefix = "cfam"
+    _no_split_modules = ["CLIPEncoderLayer", "CFAMBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # The CLIP towers are PreTrainedModels and initialize themselves (CLIP's scheme); this covers the new modules.
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, CFAMMatcher):
+            init.normal_(module.position_embeddings, mean=0.0, std=std)
+        elif isinstance(module, CFAMModel):
+            init.normal_(module.granularity_queries, mean=0.0, std=std)
+
+
+class CFAMModel(CFAMPreTrainedModel):
+    r"""
+    CFAM for text-based person search.
+
+    Inference uses the global embeddings only (§4.4): `get_image_features` / `get_text_features` return `[N, d]`
+    projected CLIP embeddings (image: the class token; text: the last non-padding token), and `similarity` is their
+    cosine, range [-1, 1].
+
+    Text pooling: CLIP pools at the end-of-text token, which `CLIPTextModel` finds by `argmax(input_ids)` or by
+    `eos_token_id`; neither holds for a WordPiece tokenizer (`[SEP]` is id 3). Every tokenizer used here puts its
+    end token last before the right padding (CLIP: `<|endoftext|>`, WordPiece: `[SEP]`), so the pooled position is
+    `attention_mask.sum(1) - 1`.
+    """
+
+    # Attention projections of the CLIP towers, the decoder and the Matcher (PEFT LoRA target names).
+    lora_target_modules = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+    def __init__(self, config: CFAMConfig):
+        super().__init__(config)
+        config.sync_text_config()
+        self.vision_model = CLIPVisionModel(config.vision_config)
+        self.vision_model.embeddings = CFAMVisionEmbeddings(config.vision_config, config.image_size)
+        self.text_model = CLIPTextModel(config.text_config)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+
+        if config.uses_decoder:
+            self.granularity_queries = nn.Parameter(
+                torch.zeros(config.num_granularity_queries, config.decoder_hidden_size)
+            )
+            if config.share_decoder:  # one decoder for both modalities (the paper's design)
+                self.granularity_decoder = CFAMGranularityDecoder(config)
+            else:  # Table 9 No.0-3: one per modality
+                self.image_decoder = CFAMGranularityDecoder(config)
+                self.text_decoder = CFAMGranularityDecoder(config)
+        self.matcher = CFAMMatcher(config) if config.use_matcher else None
+        if config.use_id_loss and config.num_identities > 0:
+            id_hidden = config.id_hidden_size or config.projection_dim
+            self.id_mlp = nn.Sequential(
+                nn.Linear(2 * config.projection_dim, id_hidden), nn.LayerNorm(id_hidden), nn.GELU()
+            )
+            self.id_classifier = nn.Linear(id_hidden, config.num_identities + 1)  # last class = "unmatched"
+        else:
+            self.id_mlp = self.id_classifier = None
+        self.post_init()
+
+    # ----- towers -------------------------------------------------------------------------------------------------
+
+    def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixel_values `[B, 3, H, W]` → (global `[B, P]`, projected tokens `[B, 1 + h*w, P]`)."""
+        hidden = self.vision_model(pixel_values=pixel_values).last_hidden_state
+        # CLIP applies post_layernorm + projection to the class token only; all tokens get them here (as in IRRA)
+        # so the decoder reads embeddings in the same space as the global one.
+        tokens = self.visual_projection(self.vision_model.post_layernorm(hidden))
+        return tokens[:, 0], tokens
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids `[B, L]` (right-padded) → (global `[B, P]` at the last non-padding token, tokens `[B, L, P]`)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_text_length:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} tokens, more than config.max_text_length="
+                f"{self.config.max_text_length}"
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        tokens = self.text_projection(hidden)  # last_hidden_state is already final-layer-normed
+        last = (attention_mask.long().sum(dim=1) - 1).clamp(min=0)
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last], tokens
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Global image embeddings `[B, projection_dim]` (not normalized; `similarity` normalizes)."""
+        return self.encode_image(pixel_values)[0]
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Global text embeddings `[B, projection_dim]`."""
+        return self.encode_text(input_ids, attention_mask)[0]
+
+    # ----- granularity ------------------------------------------------------------------------------------------
+
+    def image_granularity(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """`[B, L, P]` → `[B, K, D]`."""
+        decoder = self.granularity_decoder if self.config.share_decoder else self.image_decoder
+        return decoder(self.granularity_queries, image_tokens)
+
+    def text_granularity(self, text_tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`[B, L, P]` → `[B, K, D]`; padding tokens are not attended."""
+        decoder = self.granularity_decoder if self.config.share_decoder else self.text_decoder
+        return decoder(self.granularity_queries, text_tokens, attention_mask)
+
+    @staticmethod
+    def local_similarity(image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:
+        """Mean over the K queries of the cosine between image i's and text j's k-th outputs → `[B_img, B_txt]`."""
+        v = F.normalize(image_granularity, dim=-1)
+        w = F.normalize(text_granularity, dim=-1)
+        return torch.einsum("ikd,jkd->ij", v, w) / v.shape[1]
+
+    # ----- training -----------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        person_ids: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> CFAMOutput:
+        r"""
+        input_ids `[B, L]`, attention_mask `[B, L]`, pixel_values `[B, 3, H, W]`: B aligned image–text pairs.
+        person_ids `[B]`: contiguous identity labels `0..num_identities-1`; needed for the losses.
+        Without `person_ids` (or with `return_loss=False`) only the embeddings are returned.
+        """
+        out = CFAMOutput()
+        text_tokens = image_tokens = None
+        if pixel_values is not None:
+            out.image_embeds, image_tokens = self.encode_image(pixel_values)
+        if input_ids is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            out.text_embeds, text_tokens = self.encode_text(input_ids, attention_mask)
+        if image_tokens is None or text_tokens is None:
+            return out
+        if image_tokens.shape[0] != text_tokens.shape[0]:
+            raise ValueError(
+                f"forward needs aligned pairs: {image_tokens.shape[0]} images but {text_tokens.shape[0]} captions"
+            )
+
+        cfg = self.config
+        out.global_similarity = F.normalize(out.image_embeds, dim=-1) @ F.normalize(out.text_embeds, dim=-1).t()
+        if cfg.uses_decoder:
+            out.image_granularity_embeds = self.image_granularity(image_tokens)
+            out.text_granularity_embeds = self.text_granularity(text_tokens, attention_mask)
+            out.local_similarity = self.local_similarity(out.image_granularity_embeds, out.text_granularity_embeds)
+        if not return_loss or person_ids is None:
+            return out
+
+        person_ids = person_ids.reshape(-1).to(out.global_similarity.device)
+        if person_ids.shape[0] != image_tokens.shape[0]:
+            raise ValueError(f"person_ids has {person_ids.shape[0]} entries for a batch of {image_tokens.shape[0]}")
+        logit_scale = 1.0 / cfg.sdm_temperature
+        total = out.global_similarity.new_zeros(())
+
+        if cfg.use_global_sdm:
+            if cfg.global_loss_type == "sdm":
+                out.loss_global_sdm = sdm_loss(out.global_similarity, person_ids, logit_scale)
+            else:  # CLIP's symmetric InfoNCE with the pair index as the label (Table 8, No.0)
+                logits = logit_scale * out.global_similarity
+                target = torch.arange(logits.shape[0], device=logits.device)
+                out.loss_global_sdm = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+            total = total + cfg.global_sdm_weight * out.loss_global_sdm
+
+        if cfg.use_local_sdm:
+            out.loss_local_sdm = sdm_loss(out.local_similarity, person_ids, logit_scale)
+            total = total + cfg.local_sdm_weight * out.loss_local_sdm
+
+        if cfg.use_matcher:
+            source = out.global_similarity if cfg.hard_negative_similarity == "global" else out.local_similarity
+            image_index, text_index, labels = self._match_pairs(source, person_ids)
+            out.match_logits = self.matcher(
+                out.image_granularity_embeds[image_index], out.text_granularity_embeds[text_index]
+            )
+            out.match_labels = labels.to(out.match_logits.dtype)
+            out.loss_match = F.binary_cross_entropy_with_logits(out.match_logits, out.match_labels)
+            total = total + cfg.match_weight * out.loss_match
+
+        if cfg.use_id_loss:
+            if self.id_classifier is None:
+                raise ValueError(
+                    "use_id_loss=True needs config.num_identities > 0 when the model is built (the number of training "
+                    "identities); set it, or set use_id_loss=False"
+                )
+            if int(person_ids.max()) >= cfg.num_identities or int(person_ids.min()) < 0:
+                raise ValueError(
+                    f"person_ids must be contiguous labels in [0, {cfg.num_identities}), got range "
+                    f"[{int(person_ids.min())}, {int(person_ids.max())}]"
+                )
+            # Supplement §8: hard negatives picked by the global embeddings' similarity.
+            image_index, text_index, labels = self._match_pairs(out.global_similarity, person_ids)
+            fused = torch.cat([out.image_embeds[image_index], out.text_embeds[text_index]], dim=-1)
+            out.id_logits = self.id_classifier(self.id_mlp(fused))
+            out.id_labels = torch.where(labels.bool(), person_ids[image_index], torch.full_like(labels, cfg.num_identities))
+            out.loss_id = F.cross_entropy(out.id_logits, out.id_labels)
+            total = total + cfg.id_weight * out.loss_id
+
+        out.loss = total
+        return out
+
+    @staticmethod
+    def _match_pairs(similarity: torch.Tensor, person_ids: torch.Tensor):
+        """B positive pairs (i, i), then the hardest different-identity text per image and image per text (§4.3).
+
+        Returns `(image_index [M], text_index [M], labels [M])` with labels 1 for positives, 0 for negatives;
+        rows without any different-identity partner in the batch contribute no negative.
+        """
+        batch = similarity.shape[0]
+        arange = torch.arange(batch, device=similarity.device)
+        text_for_image, valid_i = hardest_negatives(similarity, person_ids)
+        image_for_text, valid_t = hardest_negatives(similarity.t(), person_ids)
+        image_index = torch.cat([arange, arange[valid_i], image_for_text[valid_t]])
+        text_index = torch.cat([arange, text_for_image[valid_i], arange[valid_t]])
+        labels = torch.cat([torch.ones_like(arange), torch.zeros_like(image_index[batch:])])
+        return image_index, text_index, labels
+
+    # ----- optimizer ----------------------------------------------------------------------------------------------
+
+    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
+        """CLIP towers and projections at `learning_rate` (1e-5), the new modules (decoder, queries, Matcher,
+        identity head) at `learning_rate * config.new_module_lr_ratio` (5e-5), §5.1."""
+        clip_prefixes = ("vision_model.", "text_model.", "visual_projection.", "text_projection.")
+        clip_params, new_params = [], []
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                (clip_params if name.startswith(clip_prefixes) else new_params).append(param)
+        groups = [{"params": clip_params, "lr": learning_rate, "weight_decay": weight_decay}]
+        if new_params:
+            groups.append(
+                {"params": new_params, "lr": learning_rate * self.config.new_module_lr_ratio, "weight_decay": weight_decay}
+            )
+        return groups
+
+    # ----- pretrained towers --------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbones(
+        cls, clip: str | os.PathLike, config: CFAMConfig | None = None, preset: str = "clip-b16", **config_overrides
+    ) -> "CFAMModel":
+        """
+        Build CFAM with its towers (and projections) taken from a CLIP checkpoint: a hub id such as
+        "openai/clip-vit-base-patch16" or a local folder saved with `CLIPModel.save_pretrained`.
+
+        Without `config`, the tower sizes come from the checkpoint and the rest from `preset` (+ overrides), with
+        `tokenizer_name=clip`. The text position table is stretched to `max_text_length` (`extend_text_positions`)
+        and the square vision position grid is resized to the crop's patch grid (`resize_vision_positions`).
+        """
+        clip_model = CLIPModel.from_pretrained(clip)
+        clip_config = clip_model.config
+        if config is None:
+            overrides = dict(
+                vision_config=clip_config.vision_config.to_dict(),
+                text_config=clip_config.text_config.to_dict(),
+                projection_dim=clip_config.projection_dim,
+                vocab_size=clip_config.text_config.vocab_size,
+                tokenizer_name=str(clip),
+            )
+            overrides.update(config_overrides)
+            config = CFAMConfig.from_preset(preset, **overrides)
+        elif config_overrides:
+            raise ValueError("pass either config or config overrides to from_backbones, not both")
+        checks = {
+            "vision hidden_size": (config.vision_config.hidden_size, clip_config.vision_config.hidden_size),
+            "text hidden_size": (config.text_config.hidden_size, clip_config.text_config.hidden_size),
+            "projection_dim": (config.projection_dim, clip_config.projection_dim),
+            "vocab_size": (config.vocab_size, clip_config.text_config.vocab_size),
+        }
+        for name, (ours, theirs) in checks.items():
+            if ours != theirs:
+                raise ValueError(f"config {name}={ours} does not match the CLIP checkpoint {clip!s} ({theirs})")
+
+        model = cls(config)
+        vision_state = clip_model.vision_model.state_dict()
+        key = "embeddings.position_embedding.weight"
+        vision_state[key] = resize_vision_positions(vision_state[key], config.grid_size)
+        model.vision_model.load_state_dict(vision_state)
+        text_state = clip_model.text_model.state_dict()
+        text_state[key] = extend_text_positions(text_state[key], config.max_text_length)
+        model.text_model.load_state_dict(text_state)
+        model.visual_projection.load_state_dict(clip_model.visual_projection.state_dict())
+        model.text_projection.load_state_dict(clip_model.text_projection.state_dict())
+        return model
+
+
+__all__ = ["CFAMModel", "CFAMOutput", "CFAMPreTrainedModel", "extend_text_positions", "resize_vision_positions"]
