@@ -1,0 +1,11 @@
+"""Entry for `datasets` versions that still run loading scripts: `load_dataset("dataset_scripts/rstpreid", data_dir=...)`.
+
+All logic lives in the package (`pip install tbps-hf`); with `datasets` >= 4 (no loading scripts) use
+`tbps_hf.data.load_tbps_dataset("rstpreid", data_dir=...)` instead.
+"""
+
+from tbps_hf.data.builders.rstpreid import Rstpreid as _Rstpreid
+
+
+class Rstpreid(_Rstpreid):
+    """The package's builder, re-declared here so the script loader finds a builder class in this module."""
