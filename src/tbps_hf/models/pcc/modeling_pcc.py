@@ -1,0 +1,563 @@
+"""PCC: part-level cross-modal correspondence for text-based person search (Park et al., ECCV 2024).
+
+Image / text backbone → linear projection to ``d`` → global max pooling (g) and a one-MHSA encoder with residual
+per modality → a multi-head cross-attention decoder *shared by both modalities* with D learnable tokens (coarse
+embeddings C). Image fine embeddings: the decoder's mean cross-attention map re-weights the encoded features
+(M + A ⊗ M), which are cut into P horizontal stripes and max-pooled. Text fine embeddings: P extra text tokens
+through the same decoder. Losses (Eq. 13): identity classification with classifiers shared by the modalities on
+g, C and F; hardest-negative ranking on g and C; commonality-based margin ranking (CMR) on F.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertModel, CLIPTextModel, CLIPVisionModel, ResNetModel, ViTModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from ...losses.identity import SharedIdentityClassifier, identity_classification_loss
+from ...losses.ranking import commonality_margin_ranking_loss, hardest_negative_ranking_loss
+from ...modeling_utils import TBPSPreTrainedModel
+from .configuration_pcc import IMAGE_BACKBONES, TEXT_BACKBONES, PCCConfig
+
+
+@dataclass
+class PCCFeatures:
+    r"""
+    Embeddings of one modality (un-normalized; `similarity` / `index_features` normalize each part).
+
+    global_embeds (`torch.FloatTensor` of shape `[N, d]`): g, global max pooling of the projected backbone features.
+    coarse_embeds (`torch.FloatTensor` of shape `[N, D, d]`): C, the shared-token decoder outputs (`D = 0` when
+        `use_coarse` is off).
+    fine_embeds (`torch.FloatTensor` of shape `[N, P, d]`): F, stripe (image) or text-token (text) embeddings
+        (`P = 0` when `use_fine` is off).
+    """
+
+    global_embeds: torch.Tensor
+    coarse_embeds: torch.Tensor
+    fine_embeds: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.global_embeds.shape[0]
+
+
+@dataclass
+class PCCOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`): the total of Eq. 13 (when `person_ids` are given).
+    loss_id_global / loss_id_coarse / loss_id_fine (`torch.FloatTensor` of shape `()`): identity classification
+        loss (Eq. 7-8) on g / C / F, image + text (each set averaged over its slots).
+    loss_rank_global (`torch.FloatTensor`): hardest-negative ranking loss (Eq. 9) on g.
+    loss_rank_coarse (`torch.FloatTensor`): ranking loss on C (None with `cmr_on_coarse`).
+    loss_cmr_coarse (`torch.FloatTensor`): CMR on C (only with `cmr_on_coarse`, Table 3).
+    loss_cmr (`torch.FloatTensor`): CMR (Eq. 12) on F (with `use_cmr`).
+    loss_rank_fine (`torch.FloatTensor`): plain ranking loss on F (when `use_cmr` is off, Table 2 row 3).
+    logits_per_text (`torch.FloatTensor` of shape `[T, I]`): the inference similarity (Eq. 14) of the batch.
+    text_features / image_features ([`PCCFeatures`]): the embeddings.
+    image_attention_map (`torch.FloatTensor` of shape `[I, h, w]`): A_avg, the foreground map of Eq. 5 (None when
+        neither coarse nor fine embeddings are used).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_id_global: torch.FloatTensor | None = None
+    loss_id_coarse: torch.FloatTensor | None = None
+    loss_id_fine: torch.FloatTensor | None = None
+    loss_rank_global: torch.FloatTensor | None = None
+    loss_rank_coarse: torch.FloatTensor | None = None
+    loss_cmr_coarse: torch.FloatTensor | None = None
+    loss_cmr: torch.FloatTensor | None = None
+    loss_rank_fine: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    text_features: PCCFeatures | None = None
+    image_features: PCCFeatures | None = None
+    image_attention_map: torch.FloatTensor | None = None
+
+
+class PCCAttention(nn.Module):
+    """Multi-head attention (Eq. 1-2) that also returns its weights (the decoder's map is needed for Eq. 5).
+
+    Hand-written rather than `nn.MultiheadAttention` so that q/k/v are plain `nn.Linear` modules PEFT can target.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self, query: torch.Tensor, memory: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        query `[B, Q, d]`, memory `[B, K, d]`, key_padding_mask `[B, K]` (True = ignore) →
+        (output `[B, Q, d]`, attention weights `[B, heads, Q, K]`).
+        """
+        q = self._heads(self.q_proj(query))
+        k = self._heads(self.k_proj(memory))
+        v = self._heads(self.v_proj(memory))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        weights = scores.softmax(dim=-1)
+        out = self.dropout(weights) @ v
+        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
+        return self.out_proj(out), weights
+
+
+class PCCEncoder(nn.Module):
+    """Modality-specific encoder (Eq. 3): learnable position embeddings, then ``M + MHSA(M)``."""
+
+    def __init__(self, config: PCCConfig, num_positions: int, grid: tuple[int, int] | None = None):
+        super().__init__()
+        self.grid = grid  # image: (h, w) of the position embeddings, resized when the input grid differs
+        self.position_embedding = nn.Parameter(torch.zeros(1, num_positions, config.hidden_size))
+        self.attention = PCCAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+
+    def forward(
+        self, features: torch.Tensor, key_padding_mask: torch.Tensor | None = None, grid: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """features `[B, r, d]` (image: flattened `grid` = (h, w), row-major) → self-attended features `[B, r, d]`."""
+        pos = self.position_embedding
+        if grid is not None and pos.shape[1] != features.shape[1]:
+            pos = _resize_grid_embedding(pos, self.grid, grid)
+        pos = pos[:, : features.shape[1]]
+        hidden = features + pos.to(features.dtype)
+        attended, _ = self.attention(hidden, hidden, key_padding_mask)
+        return hidden + attended
+
+
+class PCCDecoder(nn.Module):
+    """Decoder (Eq. 4, 6): cross-attention from learnable tokens to encoded features, no residual (C = MHA(D, M)).
+
+    Holds the D coarse tokens and, for the decoder the text passes through, the P text (fine) tokens.
+    """
+
+    def __init__(self, config: PCCConfig, with_part_tokens: bool):
+        super().__init__()
+        self.tokens = nn.Parameter(torch.zeros(config.num_coarse_tokens, config.hidden_size))
+        self.part_tokens = (
+            nn.Parameter(torch.zeros(config.num_fine_parts, config.hidden_size)) if with_part_tokens else None
+        )
+        self.attention = PCCAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+
+    def forward(
+        self, memory: torch.Tensor, key_padding_mask: torch.Tensor | None = None, part: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory `[B, r, d]` → (embeddings `[B, D or P, d]`, weights `[B, heads, D or P, r]`)."""
+        tokens = self.part_tokens if part else self.tokens
+        query = tokens.to(memory.dtype).unsqueeze(0).expand(memory.shape[0], -1, -1)
+        return self.attention(query, memory, key_padding_mask)
+
+
+def _resize_grid_embedding(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize `[1, h*w, d]` position embeddings from grid `old` to grid `new`."""
+    d = pos.shape[-1]
+    grid = pos.reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new, mode="bilinear", align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d)
+
+
+def _feature_grid(config: PCCConfig) -> tuple[int, int]:
+    """Spatial grid (h, w) of the image backbone's last feature map for `config.image_size`."""
+    height, width = config.image_size
+    image = config.image_config
+    if image["model_type"] == "resnet":
+        backbone = config.backbone_config("image")
+        # stem: 7x7 conv stride 2 + 3x3 max-pool stride 2; then every stage but the first halves (ceil) the map
+        strides = 2 + len(backbone.depths) - (0 if backbone.downsample_in_first_stage else 1)
+        for _ in range(strides):
+            height, width = math.ceil(height / 2), math.ceil(width / 2)
+        return height, width
+    patch = int(image.get("patch_size", 16))
+    return height // patch, width // patch
+
+
+class PCCPreTrainedModel(TBPSPreTrainedModel):
+    config_class = PCCConfig
+    base_model_prefix = "pcc"
+    main_input_name = "pixel_values"
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, PCCEncoder):
+            init.normal_(module.position_embedding, std=std)
+        elif isinstance(module, PCCDecoder):
+            # query tokens start diverse (as DETR's N(0, 1) object queries) so they attend to different content
+            init.normal_(module.tokens, std=1.0)
+            if module.part_tokens is not None:
+                init.normal_(module.part_tokens, std=1.0)
+        elif isinstance(module, SharedIdentityClassifier):
+            init.normal_(module.weight, std=0.001)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class PCCModel(PCCPreTrainedModel):
+    r"""
+    PCC dual encoder. Inputs: `input_ids` / `attention_mask` `[T, L]`, `pixel_values` `[I, 3, H, W]`.
+
+    Example:
+    ```python
+    >>> model = PCCModel(PCCConfig.from_preset("tiny", num_identities=100))
+    >>> out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, person_ids=labels)
+    >>> out.loss, out.loss_cmr
+    >>> sim = model.similarity(model.get_text_features(ids, mask), model.get_image_features(pixels))  # [T, I]
+    ```
+    """
+
+    # attention projections of BERT / ViT ("query", "key", "value"), CLIP and PCC's own encoder / decoder
+    # ("q_proj", "k_proj", "v_proj"), for PEFT LoRA.
+    lora_target_modules = ["query", "key", "value", "q_proj", "k_proj", "v_proj"]
+
+    def __init__(self, config: PCCConfig):
+        super().__init__(config)
+        self.image_backbone = _build_backbone(config.backbone_config("image"), config.image_config["model_type"])
+        self.text_backbone = _build_backbone(config.backbone_config("text"), config.text_config["model_type"])
+        text_positions = getattr(self.text_backbone.config, "max_position_embeddings", None)
+        if text_positions is not None and config.max_text_length > text_positions:
+            raise ValueError(
+                f"max_text_length ({config.max_text_length}) exceeds the text backbone's max_position_embeddings "
+                f"({text_positions})"
+            )
+        d = config.hidden_size
+        image_width = _backbone_width(self.image_backbone.config, config.image_config["model_type"])
+        self.image_projection = nn.Linear(image_width, d)
+        self.text_projection = nn.Linear(self.text_backbone.config.hidden_size, d)
+
+        self.grid = _feature_grid(config)
+        self.uses_decoder = bool(config.use_coarse or config.use_fine)
+        if self.uses_decoder:
+            if config.use_fine and self.grid[0] < config.num_fine_parts:
+                raise ValueError(
+                    f"the image feature map has {self.grid[0]} rows at image_size {config.image_size}; it cannot be "
+                    f"cut into num_fine_parts={config.num_fine_parts} stripes"
+                )
+            self.image_encoder = PCCEncoder(config, self.grid[0] * self.grid[1], grid=self.grid)
+            self.text_encoder = PCCEncoder(config, config.max_text_length)
+            if config.share_decoder:
+                self.decoder = PCCDecoder(config, with_part_tokens=config.use_fine)
+            else:
+                self.image_decoder = PCCDecoder(config, with_part_tokens=False)
+                self.text_decoder = PCCDecoder(config, with_part_tokens=config.use_fine)
+        # one identity classifier per embedding slot (g, c_1..c_D, f_1..f_P), each shared by image and text
+        self.num_slots = 1 + config.num_coarse_tokens * bool(config.use_coarse) + config.num_fine_parts * bool(
+            config.use_fine
+        )
+        self.classifier = (
+            SharedIdentityClassifier(d, config.num_identities, self.num_slots) if config.num_identities > 0 else None
+        )
+        self.post_init()
+        if config.freeze_text_backbone:
+            self.text_backbone.requires_grad_(False)
+
+    # ------------------------------------------------------------------ helpers
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_text_backbone:
+            self.text_backbone.eval()  # a frozen backbone is used as a fixed feature extractor (no dropout)
+        return self
+
+    def _decoder_for(self, modality: str) -> PCCDecoder:
+        if self.config.share_decoder:
+            return self.decoder
+        return self.image_decoder if modality == "image" else self.text_decoder
+
+    def _empty(self, reference: torch.Tensor) -> torch.Tensor:
+        return reference.new_zeros(reference.shape[0], 0, self.config.hidden_size)
+
+    def _image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Backbone features `[B, h*w, C]` (row-major) and the grid (h, w)."""
+        kind = self.config.image_config["model_type"]
+        pixel_values = pixel_values.to(self.image_projection.weight.dtype)
+        if kind == "resnet":
+            fmap = self.image_backbone(pixel_values).last_hidden_state  # [B, C, h, w]
+            return fmap.flatten(2).transpose(1, 2), (fmap.shape[2], fmap.shape[3])
+        backbone_config = self.image_backbone.config
+        size = backbone_config.image_size
+        size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+        interpolate = tuple(pixel_values.shape[-2:]) != size
+        patch = backbone_config.patch_size
+        grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+        if kind == "vit":
+            hidden = self.image_backbone(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
+        else:  # CLIP: the tower's last hidden states with its final LayerNorm (as CLIP applies to the pooled token)
+            hidden = self.image_backbone(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
+            hidden = self.image_backbone.vision_model.post_layernorm(hidden)
+        return hidden[:, 1:], grid  # drop the class token: V is the patch grid
+
+    def _text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        trainable = any(p.requires_grad for p in self.text_backbone.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
+            return self.text_backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def _encode_image(self, pixel_values: torch.Tensor) -> tuple[PCCFeatures, torch.Tensor | None]:
+        tokens, grid = self._image_tokens(pixel_values)
+        v = self.image_projection(tokens)  # [B, r, d]
+        g = v.amax(dim=1)
+        if not self.uses_decoder:
+            return PCCFeatures(g, self._empty(v), self._empty(v)), None
+        m = self.image_encoder(v, grid=grid)
+        coarse, weights = self._decoder_for("image")(m)
+        a_avg = weights.mean(dim=(1, 2))  # [B, r]: mean over heads and tokens (Eq. 5's A_avg)
+        fine = self._empty(v)
+        if self.config.use_fine:
+            foreground = m + a_avg.unsqueeze(-1) * m  # Eq. 5
+            fmap = foreground.transpose(1, 2).reshape(v.shape[0], -1, grid[0], grid[1])
+            fine = F.adaptive_max_pool2d(fmap, (self.config.num_fine_parts, 1)).flatten(2).transpose(1, 2)
+        if not self.config.use_coarse:
+            coarse = self._empty(v)
+        return PCCFeatures(g, coarse, fine), a_avg.reshape(-1, grid[0], grid[1])
+
+    def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> PCCFeatures:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if input_ids.shape[1] > self.config.max_text_length:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} tokens; the model takes at most max_text_length="
+                f"{self.config.max_text_length}"
+            )
+        t = self.text_projection(self._text_tokens(input_ids, attention_mask).to(self.text_projection.weight.dtype))
+        padding = attention_mask == 0
+        g = t.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(dim=1)  # GMP over the caption's tokens
+        if not self.uses_decoder:
+            return PCCFeatures(g, self._empty(t), self._empty(t))
+        m = self.text_encoder(t, key_padding_mask=padding)
+        decoder = self._decoder_for("text")
+        coarse = decoder(m, padding)[0] if self.config.use_coarse else self._empty(t)
+        fine = decoder(m, padding, part=True)[0] if self.config.use_fine else self._empty(t)  # Eq. 6
+        return PCCFeatures(g, coarse, fine)
+
+    # ------------------------------------------------------------------ retrieval interface
+    def get_image_features(self, pixel_values: torch.Tensor) -> PCCFeatures:
+        """pixel_values `[I, 3, H, W]` → `PCCFeatures` (g `[I, d]`, C `[I, D, d]`, F `[I, P, d]`)."""
+        return self._encode_image(pixel_values)[0]
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PCCFeatures:
+        """input_ids / attention_mask `[T, L]` → `PCCFeatures` (g `[T, d]`, C `[T, D, d]`, F `[T, P, d]`)."""
+        return self._encode_text(input_ids, attention_mask)
+
+    def index_features(self, features: PCCFeatures) -> torch.Tensor:
+        """`[N, (1 + D + P) * d]`: every part L2-normalized and concatenated, so that
+        ``index(text) @ index(image).T`` is the similarity of Eq. 14."""
+        if isinstance(features, torch.Tensor):
+            raise TypeError("PCC features are PCCFeatures (global, coarse, fine), not a single tensor")
+        parts = torch.cat(
+            [features.global_embeds.unsqueeze(1), features.coarse_embeds, features.fine_embeds], dim=1
+        ).float()
+        return F.normalize(parts, dim=-1).flatten(1)
+
+    def similarity(self, text_features: PCCFeatures, image_features: PCCFeatures) -> torch.Tensor:
+        """Eq. 14: ``s(g) + Σ_i s(c_i) + Σ_j s(f_j)`` (cosines) → `[T, I]` in ``config.similarity_range``."""
+        return self.index_features(text_features) @ self.index_features(image_features).t()
+
+    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
+        """§4.1: the image backbone at ``image_backbone_lr_scale`` x the rate, new layers at the rate; frozen
+        parameters (the text backbone) are left out."""
+        backbone_ids = {}
+        for name, scale in (("image_backbone", self.config.image_backbone_lr_scale),
+                            ("text_backbone", self.config.text_backbone_lr_scale)):
+            for p in getattr(self, name).parameters():
+                backbone_ids[id(p)] = (name, scale)
+        groups: dict[str, dict] = {}
+        for p in self.parameters():
+            if not p.requires_grad:
+                continue
+            name, scale = backbone_ids.get(id(p), ("head", 1.0))
+            group = groups.setdefault(
+                name, {"name": name, "params": [], "lr": learning_rate * float(scale), "weight_decay": weight_decay}
+            )
+            group["params"].append(p)
+        return list(groups.values())
+
+    # ------------------------------------------------------------------ training
+    def _slots(self, features: PCCFeatures) -> torch.Tensor:
+        return torch.cat([features.global_embeds.unsqueeze(1), features.coarse_embeds, features.fine_embeds], dim=1)
+
+    def compute_losses(
+        self, text_features: PCCFeatures, image_features: PCCFeatures, person_ids: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The terms of Eq. 13 for a batch of matching pairs (`person_ids` `[N]`, contiguous labels)."""
+        config = self.config
+        if self.classifier is None:
+            raise ValueError(
+                "config.num_identities is 0: set it to the number of training identities before building the model "
+                "(the identity classification loss needs it)"
+            )
+        n = len(image_features)
+        if len(text_features) != n or person_ids.shape != (n,):
+            raise ValueError(
+                f"a training batch needs as many captions as images and one person id per pair; got {len(text_features)} "
+                f"captions, {n} images, person_ids of shape {tuple(person_ids.shape)}"
+            )
+        logits_v = self.classifier(self._slots(image_features))  # [N, slots, c]
+        logits_t = self.classifier(self._slots(text_features))
+        n_coarse = image_features.coarse_embeds.shape[1]
+        coarse = slice(1, 1 + n_coarse)
+        fine = slice(1 + n_coarse, None)
+        margin, reduction = float(config.margin), config.ranking_reduction
+
+        def id_loss(part: slice) -> torch.Tensor:
+            return identity_classification_loss(logits_v[:, part], person_ids) + identity_classification_loss(
+                logits_t[:, part], person_ids
+            )
+
+        losses = {
+            "loss_id_global": id_loss(slice(0, 1)),
+            "loss_rank_global": hardest_negative_ranking_loss(
+                image_features.global_embeds, text_features.global_embeds, person_ids, margin, reduction=reduction
+            ),
+        }
+        if config.use_coarse:
+            losses["loss_id_coarse"] = id_loss(coarse)
+            args = (image_features.coarse_embeds, text_features.coarse_embeds)
+            if config.cmr_on_coarse:
+                losses["loss_cmr_coarse"] = commonality_margin_ranking_loss(
+                    *args, logits_v[:, coarse], logits_t[:, coarse], person_ids, margin, reduction
+                )
+            else:
+                losses["loss_rank_coarse"] = hardest_negative_ranking_loss(*args, person_ids, margin, reduction=reduction)
+        if config.use_fine:
+            losses["loss_id_fine"] = id_loss(fine)
+            args = (image_features.fine_embeds, text_features.fine_embeds)
+            if config.use_cmr:
+                losses["loss_cmr"] = commonality_margin_ranking_loss(
+                    *args, logits_v[:, fine], logits_t[:, fine], person_ids, margin, reduction
+                )
+            else:
+                losses["loss_rank_fine"] = hardest_negative_ranking_loss(*args, person_ids, margin, reduction=reduction)
+        losses["loss"] = sum(losses.values())  # Eq. 13: every term with weight 1
+        return losses
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        person_ids: torch.Tensor | None = None,
+        return_loss: bool = True,
+        **kwargs,
+    ) -> PCCOutput:
+        r"""
+        Args:
+            input_ids / attention_mask (`torch.LongTensor` of shape `[N, L]`): captions.
+            pixel_values (`torch.FloatTensor` of shape `[N, 3, H, W]`): person crops; pair *k* is caption *k*, image *k*.
+            person_ids (`torch.LongTensor` of shape `[N]`): contiguous identity labels `0..num_identities-1`.
+            return_loss (`bool`): compute the losses of Eq. 13 (needs `person_ids`; without them no loss is returned).
+
+        Returns: [`PCCOutput`].
+        """
+        text_features = image_features = attention_map = None
+        if input_ids is not None:
+            text_features = self._encode_text(input_ids, attention_mask)
+        if pixel_values is not None:
+            image_features, attention_map = self._encode_image(pixel_values)
+        out = {}
+        if text_features is not None and image_features is not None:
+            out["logits_per_text"] = self.similarity(text_features, image_features)
+            if return_loss and person_ids is not None:
+                out.update(self.compute_losses(text_features, image_features, person_ids))
+        elif return_loss and person_ids is not None:
+            raise ValueError("the losses need both captions (input_ids) and images (pixel_values)")
+        return PCCOutput(
+            **out, text_features=text_features, image_features=image_features, image_attention_map=attention_map
+        )
+
+    # ------------------------------------------------------------------ pretrained backbones
+    @classmethod
+    def from_backbones(
+        cls,
+        image: str | os.PathLike | None = None,
+        text: str | os.PathLike | None = None,
+        preset: str = "rn50-bert",
+        config: PCCConfig | None = None,
+        **config_overrides,
+    ) -> "PCCModel":
+        r"""
+        Build a PCC model whose towers are loaded from pretrained checkpoints (hub ids or local folders) and whose
+        new layers are freshly initialized.
+
+        Args:
+            image: a ResNet (`ResNetModel` / `ResNetForImageClassification`), ViT or CLIP checkpoint (a full CLIP
+                checkpoint gives its vision tower).
+            text: a BERT or CLIP checkpoint (CLIP: its text tower). Also becomes `config.tokenizer_name`.
+            preset / config / config_overrides: the config to start from; backbone configs, `vocab_size` and
+                `tokenizer_name` are replaced by those of the checkpoints.
+        """
+        config = config if config is not None else PCCConfig.from_preset(preset, **config_overrides)
+        image_model = _load_backbone(image, "image") if image is not None else None
+        text_model = _load_backbone(text, "text") if text is not None else None
+        values = config.to_dict()
+        if image_model is not None:
+            values["image_config"] = {**image_model.config.to_diff_dict(), "model_type": image_model.config.model_type}
+        if text_model is not None:
+            values["text_config"] = {**text_model.config.to_diff_dict(), "model_type": text_model.config.model_type}
+            values["vocab_size"] = text_model.config.vocab_size
+            values["tokenizer_name"] = str(text)
+        for key in ("model_type", "transformers_version", "architectures"):
+            values.pop(key, None)
+        config = PCCConfig(**values)
+        model = cls(config)
+        if image_model is not None:
+            model.image_backbone.load_state_dict(image_model.state_dict())
+        if text_model is not None:
+            model.text_backbone.load_state_dict(text_model.state_dict())
+        return model
+
+
+def _build_backbone(backbone_config, kind: str) -> nn.Module:
+    if kind == "resnet":
+        return ResNetModel(backbone_config)
+    if kind == "vit":
+        return ViTModel(backbone_config, add_pooling_layer=False)
+    if kind == "clip_vision_model":
+        return CLIPVisionModel(backbone_config)
+    if kind == "bert":
+        return BertModel(backbone_config, add_pooling_layer=False)
+    if kind == "clip_text_model":
+        return CLIPTextModel(backbone_config)
+    raise ValueError(f"unsupported backbone type {kind!r}; valid: {IMAGE_BACKBONES + TEXT_BACKBONES}")
+
+
+def _backbone_width(backbone_config, kind: str) -> int:
+    return backbone_config.hidden_sizes[-1] if kind == "resnet" else backbone_config.hidden_size
+
+
+def _load_backbone(name_or_path: str | os.PathLike, modality: str) -> nn.Module:
+    """Load an image or text tower from a hub id or folder, choosing the class from its config's model type."""
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read a transformers config from {modality} backbone {str(name_or_path)!r}: {error}")
+    if modality == "image":
+        classes = {"resnet": ResNetModel, "vit": ViTModel, "clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel}
+    else:
+        classes = {"bert": BertModel, "clip": CLIPTextModel, "clip_text_model": CLIPTextModel}
+    if model_type not in classes:
+        raise ValueError(
+            f"{modality} backbone {str(name_or_path)!r} has model_type {model_type!r}; PCC supports {sorted(classes)}"
+        )
+    model_class = classes[model_type]
+    kwargs = {"add_pooling_layer": False} if model_class in (ViTModel, BertModel) else {}
+    return model_class.from_pretrained(name_or_path, **kwargs)
+
+
+__all__ = ["PCCModel", "PCCPreTrainedModel", "PCCFeatures", "PCCOutput"]
