@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from PIL import Image
-from transformers import BatchFeature
+from transformers import AutoConfig, AutoModel, AutoProcessor, BatchFeature
 
 from tbps_hf.configuration_utils import TBPSConfig
 from tbps_hf.modeling_utils import TBPSPreTrainedModel
+from tbps_hf.processing import TBPSProcessor
 from tbps_hf.retrieval import GalleryIndex, encode_images, encode_texts
 
 WORDS = "a man woman in red blue green black white coat shirt bag backpack shoes jeans carrying with and the".split()
@@ -255,3 +256,49 @@ def test_folder_index_skips_corrupt_files(tmp_path, caplog):
     (empty / "x.jpg").write_bytes(b"junk")
     with pytest.raises(ValueError, match="No readable images"):
         GalleryIndex.from_folder(empty, model, processor, progress=False)
+
+
+# ----------------------------------------------------------------------------- a saved folder (Auto classes)
+class TinyTBPSProcessor(TBPSProcessor):
+    """The package's processor base (trained WordPiece tokenizer + PersonImageProcessor) for the tiny model."""
+
+
+AutoConfig.register(TinyConfig.model_type, TinyConfig, exist_ok=True)
+AutoModel.register(TinyConfig, TinyDualEncoder, exist_ok=True)
+AutoProcessor.register(TinyConfig, TinyTBPSProcessor, exist_ok=True)
+
+CAPTIONS = [
+    "a man in a red coat and black jeans carrying a backpack",
+    "a woman wearing a blue shirt with white shoes and a bag",
+    "the man has a green shirt, black shoes and a white bag",
+    "a woman in a black coat carrying a red bag",
+]
+
+
+def save_tiny_pretrained(path, structured: bool = False, seed: int = 0):
+    """A model folder as save_pretrained writes it (config.json, model.safetensors, processor + tokenizer)."""
+    torch.manual_seed(seed)
+    config = TinyConfig(structured=structured, max_text_length=16)
+    processor = TinyTBPSProcessor.from_config(config, captions=CAPTIONS * 5)
+    config.vocab_size = len(processor.tokenizer)
+    model = TinyDualEncoder(config)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return model, processor
+
+
+def test_saved_folder_loads_with_auto_classes(tmp_path):
+    from tbps_hf.evaluation import load_model_and_processor
+
+    model, processor = save_tiny_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    loaded, loaded_processor = load_model_and_processor(tmp_path / "m", device="cpu")
+    texts = CAPTIONS[:2]
+    a = encode_texts(model.eval(), processor, texts, progress=False)
+    b = encode_texts(loaded, loaded_processor, texts, progress=False)
+    assert torch.allclose(a, b)
+    with pytest.raises(FileNotFoundError, match="pass --model"):
+        load_model_and_processor(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_model_and_processor(tmp_path / "empty")
