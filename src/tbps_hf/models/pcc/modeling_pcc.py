@@ -299,7 +299,8 @@ class PCCModel(PCCPreTrainedModel):
             hidden = self.image_backbone(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
         else:  # CLIP: the tower's last hidden states with its final LayerNorm (as CLIP applies to the pooled token)
             hidden = self.image_backbone(pixel_values, interpolate_pos_encoding=interpolate).last_hidden_state
-            hidden = self.image_backbone.vision_model.post_layernorm(hidden)
+            tower = getattr(self.image_backbone, "vision_model", self.image_backbone)  # older layouts nest it
+            hidden = tower.post_layernorm(hidden)
         return hidden[:, 1:], grid  # drop the class token: V is the patch grid
 
     def _text_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
