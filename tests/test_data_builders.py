@@ -146,6 +146,8 @@ def test_procpedes_dispatches_lazily(tmp_path, monkeypatch):
     result = load_tbps_dataset("procpedes", cache_dir=str(tmp_path), num_identities=7)
     assert isinstance(result, DatasetDict)
     assert calls == {"cache_dir": str(tmp_path), "num_identities": 7}
+    with pytest.raises(ValueError, match="data_dir does not apply"):
+        load_tbps_dataset("procpedes", data_dir=str(tmp_path))
 
 
 def test_icfg_alternative_file_name_and_annotation_override(tmp_path):
