@@ -67,7 +67,8 @@ def load_tbps_dataset(
             are logged and stored in the returned dict's `skipped_images` attribute (and in the splits' info
             description).
         **options: `download_mode` / `verification_mode` (passed to `download_and_prepare`) for benchmarks; for
-            ProcPEDES, the generator's options.
+            ProcPEDES, the generator's options. Images are stored by path and checked when the cache is built; after
+            replacing image files (not the annotation file) pass `download_mode="force_redownload"` to rebuild.
 
     Returns:
         `DatasetDict` with `train` / `validation` / `test` (those present). One row per image: `image`,
