@@ -1,0 +1,204 @@
+"""Model cards: ``write_model_card`` renders ``model_cards/template.md`` into a saved model folder's ``README.md``.
+
+The YAML header (library, tags, datasets, metrics and a ``model-index`` with the evaluation results) is built with
+``huggingface_hub.ModelCardData`` / ``EvalResult`` so the hub parses it as it does any transformers model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+
+METHOD_INFO: dict[str, dict[str, str]] = {
+    "ivt": {
+        "title": "IVT",
+        "paper": "See Finer, See More: Implicit Modality Alignment for Text-based Person Retrieval (Shu et al., "
+        "ECCV Workshops 2022)",
+        "architecture": "one ViT shared by both modalities (shared LayerNorm and self-attention, modality-specific "
+        "MLPs), BERT-style word embeddings; dual encoder, cosine similarity",
+        "citation": "@inproceedings{shu2022see,\n  title={See Finer, See More: Implicit Modality Alignment for "
+        "Text-based Person Retrieval},\n  author={Shu, Xiujun and Wen, Wei and Wu, Haoqian and Chen, Keyu and Song, "
+        "Yiran and Qiao, Ruizhi and Ren, Bo and Wang, Xiao},\n  booktitle={ECCV Workshops},\n  year={2022}\n}",
+    },
+    "pcc": {
+        "title": "PCC",
+        "paper": "Improving Text-based Person Search via Part-level Cross-modal Correspondence (Park et al., ECCV 2024)",
+        "architecture": "image backbone + frozen BERT, a decoder shared by both modalities giving global, coarse and "
+        "fine part embeddings; similarity is the sum of their cosines",
+        "citation": "@inproceedings{park2024improving,\n  title={Improving Text-based Person Search via Part-level "
+        "Cross-modal Correspondence},\n  author={Park, Jicheol and Jeong, Boseung and Kim, Dongwon and Kwak, Suha},\n"
+        "  booktitle={ECCV},\n  year={2024}\n}",
+    },
+    "cfam": {
+        "title": "CFAM",
+        "paper": "UFineBench: Towards Text-based Person Retrieval with Ultra-fine Granularity (Zuo et al., CVPR 2024)",
+        "architecture": "CLIP image and text towers with a granularity decoder shared by both modalities; inference "
+        "uses the global embeddings (cosine similarity)",
+        "citation": "@inproceedings{zuo2024ufinebench,\n  title={UFineBench: Towards Text-based Person Retrieval with "
+        "Ultra-fine Granularity},\n  author={Zuo, Jialong and Zhou, Hanyu and Nie, Ying and Zhang, Feng and Guo, "
+        "Tianyu and Sang, Nong and Wang, Yunhe and Gao, Changxin},\n  booktitle={CVPR},\n  year={2024}\n}",
+    },
+    "laip": {
+        "title": "LAIP",
+        "paper": "LAIP: Learning Local Alignment from Image-Phrase Modeling for Text-based Person Search",
+        "architecture": "ALBEF-style ViT + BERT with a cross-attention fusion encoder; ITC candidates re-ranked by ITM",
+        "citation": "@misc{laip,\n  title={LAIP: Learning Local Alignment from Image-Phrase Modeling for Text-based "
+        "Person Search}\n}",
+    },
+}
+
+DATASET_NAMES = {
+    "cuhk-pedes": "CUHK-PEDES",
+    "icfg-pedes": "ICFG-PEDES",
+    "rstpreid": "RSTPReid",
+    "ufine6926": "UFine6926",
+    "ufine3c": "UFine3C",
+    "procpedes": "ProcPEDES",
+}
+METRIC_TYPES = {"mAP": "map", "mINP": "minp", "mSD": "msd"}  # R@k → recall_at_k
+
+
+def _metric_type(name: str) -> str | None:
+    if name.startswith("R@"):
+        return f"recall_at_{name[2:]}"
+    return METRIC_TYPES.get(name)
+
+
+def _by_split(metrics: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Accept ``{R@1: ...}`` (one split, "test") or ``{split: {R@1: ...}}``; keep the reported metrics only."""
+    if not metrics:
+        return {}
+    if all(isinstance(v, Mapping) for v in metrics.values()):
+        nested = {str(split): dict(values) for split, values in metrics.items()}
+    else:
+        nested = {"test": dict(metrics)}
+    return {
+        split: {k: float(v) for k, v in values.items() if _metric_type(k) and isinstance(v, (int, float))}
+        for split, values in nested.items()
+    }
+
+
+def _markdown_table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_card_data(method: str, dataset: str, metrics: Mapping[str, Any] | None, model_name: str, preset: str):
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset_key = dataset.lower().replace("_", "-")
+    pretty = DATASET_NAMES.get(dataset_key, dataset)
+    eval_results = [
+        EvalResult(
+            task_type="text-based-person-search",
+            task_name="Text-based person search (text-to-image retrieval)",
+            dataset_type=dataset_key,
+            dataset_name=pretty,
+            dataset_split=split,
+            metric_type=_metric_type(name),
+            metric_name=name,
+            metric_value=round(value, 2),
+        )
+        for split, values in _by_split(metrics).items()
+        for name, value in values.items()
+    ]
+    return ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["text-based-person-search", "person-retrieval", "image-text-retrieval", "tbps-hf", method, f"preset-{preset}"],
+        datasets=[dataset_key],
+        metrics=["recall", "map", "minp", "msd"],
+        eval_results=eval_results or None,
+    )
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    method: str,
+    preset: str,
+    dataset: str,
+    metrics: Mapping[str, Any] | None = None,
+    training_args: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``README.md`` (a model card) into a saved model folder.
+
+    Args:
+        output_dir: the folder holding the saved model (``save_pretrained``).
+        method: ``"ivt"``, ``"pcc"``, ``"cfam"`` or ``"laip"``.
+        preset: the config preset trained (``"tiny"``, ``"base"`` …).
+        dataset: the training/evaluation dataset name (``"cuhk-pedes"``, ``"procpedes"`` …).
+        metrics: ``{"R@1": .., "R@5": .., "R@10": .., "mAP": .., "mINP": .., "mSD": ..}`` for the test split, or
+            ``{split: {...}}`` for several splits (percent values). Other keys are ignored.
+        training_args: hyperparameters to list (learning rate, epochs, batch size …); values must be JSON-able.
+        model_name: card title (default ``"<method>-<preset>-<dataset>"``).
+        repo_id: the hub id / folder used in the usage snippet (default: the folder name).
+        template_path: a Jinja template (default ``model_cards/template.md``; huggingface_hub's default template
+            when that file is not shipped, e.g. in a wheel).
+
+    Returns:
+        The path of the written ``README.md``.
+    """
+    from huggingface_hub import ModelCard
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    method_key = method.lower()
+    info = METHOD_INFO.get(method_key, {"title": method, "paper": "", "architecture": "", "citation": ""})
+    model_name = model_name or f"{method_key}-{preset}-{dataset.lower()}"
+    card_data = build_card_data(method_key, dataset, metrics, model_name, preset)
+
+    by_split = _by_split(metrics)
+    names = sorted({n for values in by_split.values() for n in values})
+    names.sort(key=lambda n: (0, int(n[2:])) if n.startswith("R@") and n[2:].isdigit() else (1, n))
+    metrics_table = (
+        _markdown_table([[split] + [f"{values.get(n, float('nan')):.2f}" for n in names] for split, values in by_split.items()],
+                        ["split"] + names)
+        if by_split
+        else "_Not evaluated yet._"
+    )
+    training_table = (
+        _markdown_table([[f"`{k}`", f"`{json.dumps(v, default=str)}`"] for k, v in training_args.items()], ["argument", "value"])
+        if training_args
+        else "_No training arguments recorded._"
+    )
+    similarity_range = "[-1, 1]"
+    config_file = output_dir / "config.json"
+    if config_file.is_file():
+        sim = json.loads(config_file.read_text()).get("similarity_range")
+        if sim:
+            similarity_range = f"[{sim[0]:g}, {sim[1]:g}]"
+
+    template = Path(template_path) if template_path else TEMPLATE_PATH
+    kwargs = dict(
+        model_name=model_name,
+        method_title=info["title"],
+        paper=info["paper"],
+        architecture=info["architecture"],
+        citation=info["citation"],
+        preset=preset,
+        dataset_pretty=DATASET_NAMES.get(dataset.lower().replace("_", "-"), dataset),
+        repo_id=repo_id or output_dir.name,
+        similarity_range=similarity_range,
+        metrics_table=metrics_table,
+        training_table=training_table,
+    )
+    if template.is_file():
+        card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
+    else:
+        card = ModelCard.from_template(card_data, model_description=f"{info['title']} ({info['paper']})", **kwargs)
+    path = output_dir / "README.md"
+    card.save(path)
+    return path
+
+
+__all__ = ["write_model_card", "build_card_data", "METHOD_INFO", "TEMPLATE_PATH"]
