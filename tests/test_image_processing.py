@@ -178,3 +178,20 @@ def test_save_load_roundtrip(tmp_path):
         a = processor(image, augment=True, seeds=[5])["pixel_values"]
         b = loaded(image, augment=True, seeds=[5])["pixel_values"]
         assert torch.equal(a, b)
+
+
+def test_per_call_overrides_do_not_mutate():
+    processor = make_processor()
+    out = processor(gradient_image(), size={"height": 8, "width": 4})
+    assert out["pixel_values"].shape == (1, 3, 8, 4)
+    assert (processor.size.height, processor.size.width) == (H, W)
+    with pytest.raises(TypeError, match="bogus"):
+        processor(gradient_image(), bogus=1)
+
+
+def test_return_tensors_np_and_none():
+    processor = make_processor()
+    as_np = processor([gradient_image()] * 2, return_tensors="np")["pixel_values"]
+    assert isinstance(as_np, np.ndarray) and as_np.shape == (2, 3, H, W)
+    as_list = processor([gradient_image()] * 2, return_tensors=None)["pixel_values"]
+    assert isinstance(as_list, list) and as_list[0].shape == (3, H, W)

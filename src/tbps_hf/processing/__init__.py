@@ -8,9 +8,19 @@ from transformers import AutoImageProcessor
 
 from ..configuration_utils import TBPSConfig
 from .image_processing_person import PersonImageProcessor, PersonImagesKwargs
+from .phrases import (
+    LexiconTagger,
+    NLTKTagger,
+    PhraseChunker,
+    default_tagger,
+    noun_phrases,
+    nouns_and_adjectives,
+    split_phrases,
+)
 from .processing_tbps import TBPSProcessor
 from .tokenization import SPECIAL_TOKENS, train_wordpiece_tokenizer
 
+# Needed: without it AutoImageProcessor cannot resolve "image_processor_type": "PersonImageProcessor".
 AutoImageProcessor.register(TBPSConfig, image_processor_classes={"pil": PersonImageProcessor}, exist_ok=True)
 
 __all__ = [
@@ -19,4 +29,11 @@ __all__ = [
     "TBPSProcessor",
     "train_wordpiece_tokenizer",
     "SPECIAL_TOKENS",
+    "PhraseChunker",
+    "LexiconTagger",
+    "NLTKTagger",
+    "default_tagger",
+    "noun_phrases",
+    "nouns_and_adjectives",
+    "split_phrases",
 ]
