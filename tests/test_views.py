@@ -110,3 +110,18 @@ def test_to_pil_rgb_composites_alpha_on_white():
     assert to_pil_rgb(Image.new("L", (2, 2), 7)).getpixel((0, 0)) == (7, 7, 7)
     with pytest.raises(TypeError):
         to_pil_rgb(3)
+
+
+def test_views_on_procpedes_through_the_dispatcher(tmp_path):
+    from tbps_hf.data import load_tbps_dataset
+
+    ds = load_tbps_dataset("procpedes", cache_dir=str(tmp_path), num_train_identities=3, num_test_identities=2,
+                           num_test_3c_identities=2, images_per_identity=2, image_size=(32, 16))
+    pairs = TrainingPairs(ds["train"])
+    assert pairs.num_identities == 3 and sorted(set(pairs.labels)) == [0, 1, 2]
+    assert pairs[0]["image"].mode == "RGB" and pairs[0]["image"].size == (16, 32)
+    view = EvaluationView(ds["test_3c"])
+    granularity = ds["test_3c"].to_dict()["caption_granularity"]
+    assert view.query_groups["granularity"] == [g for row in granularity for g in row]
+    assert set(view.query_groups) == {"granularity", "style"}
+    assert len(view.query_groups["style"]) == len(view.queries) == len(view.query_ids)
