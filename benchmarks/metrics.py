@@ -1,0 +1,102 @@
+"""Speed of the retrieval metrics (not a test).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/metrics.py            # CUHK-PEDES size + 50k x 200k streaming
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/metrics.py --quick    # small smoke run
+
+Prints, side by side in one run: the similarity matmul, ``retrieval_metrics`` vs a full stable-argsort
+implementation of the same definitions (and their ratio), the UFineBench reference script's mSD under a gallery
+permutation, and a streaming run (own subprocess, so its peak RSS is its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _problem(num_queries, num_gallery, dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gallery_ids = np.arange(num_gallery) // 3  # ~3 images per identity
+    query_ids = gallery_ids[torch.randint(num_gallery, (num_queries,), generator=g).numpy()]
+    text = torch.nn.functional.normalize(torch.randn(num_queries, dim, generator=g), dim=1)
+    image = torch.nn.functional.normalize(torch.randn(num_gallery, dim, generator=g), dim=1)
+    return text, image, query_ids, gallery_ids
+
+
+def _timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def dense(num_queries, num_gallery, dim, repeat):
+    from tbps_hf.metrics import retrieval_metrics
+    from tbps_hf.metrics.reference import argsort_retrieval_metrics, ufinebench_script_msd
+
+    text, image, qids, gids = _problem(num_queries, num_gallery, dim)
+    sim, t_mm = _timed(lambda: text @ image.T, repeat)
+    fast, t_fast = _timed(lambda: retrieval_metrics(sim, qids, gids), repeat)
+    slow, t_slow = _timed(lambda: argsort_retrieval_metrics(sim, qids, gids), repeat)
+    diff = max(abs(fast[k] - slow[k]) for k in ("R@1", "R@5", "R@10", "mAP", "mINP", "mSD"))
+    print(f"dense {num_queries} x {num_gallery}, {dim}-d, best of {repeat}")
+    print(f"  similarity matmul           {t_mm:8.3f} s")
+    print(f"  retrieval_metrics           {t_fast:8.3f} s")
+    print(f"  full stable argsort version {t_slow:8.3f} s   ratio {t_slow / t_fast:.1f}x   max |diff| {diff:.2e}")
+    # a perfect ranking: the public script's mSD depends on gallery order, the definition does not
+    perfect = sim.clone()
+    pos = torch.from_numpy(qids[:, None] == gids[None, :])
+    perfect[pos] = 0.5 + 0.4 * torch.rand(int(pos.sum()), generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(num_gallery, generator=torch.Generator().manual_seed(2)).numpy()
+    ours = retrieval_metrics(perfect, qids, gids)["mSD"]
+    ours_p = retrieval_metrics(perfect[:, perm], qids, gids[perm])["mSD"]
+    script = ufinebench_script_msd(perfect, qids, gids)
+    script_p = ufinebench_script_msd(perfect[:, perm], qids, gids[perm])
+    print(f"  perfect ranking mSD: definition {ours:.2f} / permuted {ours_p:.2f};"
+          f" UFineBench script {script:.2f} / permuted {script_p:.2f}")  # fmt: skip
+
+
+def streaming_child(num_queries, num_gallery, dim):
+    from tbps_hf.metrics import streaming_retrieval_metrics
+
+    text, image, qids, gids = _problem(num_queries, num_gallery, dim)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out, seconds = _timed(lambda: streaming_retrieval_metrics(text, image, qids, gids))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_rss_gb": peak / 2**20, "rss_before_gb": rss_before / 2**20,
+                      "mSD": out["mSD"], "R@1": out["R@1"]}))  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return streaming_child(*args.child)
+    torch.set_num_threads(int(torch.get_num_threads()))
+    if args.quick:
+        dense(600, 300, 64, repeat=1)
+        shape = (2000, 8000, 64)
+    else:
+        dense(6156, 3074, 512, repeat=2)
+        shape = (50_000, 200_000, 256)
+    run = subprocess.run([sys.executable, __file__, "--child", *map(str, shape)], capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(run.stderr)
+    res = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"streaming {shape[0]} x {shape[1]}, {shape[2]}-d: {res['seconds']:.1f} s, peak RSS {res['peak_rss_gb']:.2f} GB"
+          f" (features + imports before the run: {res['rss_before_gb']:.2f} GB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
