@@ -36,7 +36,7 @@ class CFAMOutput(ModelOutput):
     image_granularity_embeds (`[B, K, decoder_hidden_size]`), text_granularity_embeds: the decoder outputs.
     global_similarity (`[B, B]`): cosine, image rows × text columns. local_similarity (`[B, B]`): same layout.
     match_logits (`[M]`), match_labels (`[M]`): Matcher logits (sigmoid → match probability) and 1/0 targets; the
-        first B are the positives.
+        first B are the positives. match_image_index / match_text_index (`[M]`): the batch rows of each Matcher pair.
     id_logits (`[M, num_identities + 1]`), id_labels (`[M]`): identity head logits and targets (negatives get
         `num_identities`).
     """
@@ -54,6 +54,8 @@ class CFAMOutput(ModelOutput):
     local_similarity: torch.Tensor | None = None
     match_logits: torch.Tensor | None = None
     match_labels: torch.Tensor | None = None
+    match_image_index: torch.Tensor | None = None
+    match_text_index: torch.Tensor | None = None
     id_logits: torch.Tensor | None = None
     id_labels: torch.Tensor | None = None
 
@@ -431,6 +433,7 @@ class CFAMModel(CFAMPreTrainedModel):
         if cfg.use_matcher:
             source = out.global_similarity if cfg.hard_negative_similarity == "global" else out.local_similarity
             image_index, text_index, labels = self._match_pairs(source, person_ids)
+            out.match_image_index, out.match_text_index = image_index, text_index
             out.match_logits = self.matcher(
                 out.image_granularity_embeds[image_index], out.text_granularity_embeds[text_index]
             )
