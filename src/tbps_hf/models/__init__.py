@@ -19,7 +19,7 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 # Modules under tbps_hf.models that define a method; each calls `register_method` when imported.
-METHOD_MODULES: tuple[str, ...] = ("cfam", "pcc")
+METHOD_MODULES: tuple[str, ...] = ("cfam", "pcc", "ivt")
 
 
 def register_method(name: str, config_class: type, model_class: type, processor_class: type) -> None:

@@ -321,6 +321,11 @@ class IVTModel(IVTPreTrainedModel):
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
             )
+        # Drop the all-padding tail columns (processors pad to max_text_length): same output, much less compute.
+        full_length = input_ids.shape[1]
+        length = max(int(attention_mask.sum(dim=1).max()), 1) if attention_mask.numel() else full_length
+        if length < full_length:
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         key_mask = attention_mask.bool()
         masked = None
         if bmm:  # hidden tokens are removed as attention keys: for the class token this equals dropping them
@@ -329,6 +334,8 @@ class IVTModel(IVTPreTrainedModel):
         key_mask = key_mask.clone()
         key_mask[:, 0] = True  # the class token always attends somewhere (no all-masked rows)
         embeds = self._encode(self.text_embeddings(input_ids), "text", key_mask)
+        if masked is not None and length < full_length:
+            masked = F.pad(masked, (0, full_length - length), value=False)
         return embeds, masked
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
