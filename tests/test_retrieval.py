@@ -114,7 +114,7 @@ class TinyProcessor:
 
 def make_model(structured: bool = False, seed: int = 0):
     torch.manual_seed(seed)
-    config = TinyConfig(structured=structured)
+    config = TinyConfig(structured=structured, similarity_range=(-3.0, 3.0) if structured else (-1.0, 1.0))
     return TinyDualEncoder(config).eval(), TinyProcessor(config)
 
 
@@ -278,7 +278,9 @@ CAPTIONS = [
 def save_tiny_pretrained(path, structured: bool = False, seed: int = 0):
     """A model folder as save_pretrained writes it (config.json, model.safetensors, processor + tokenizer)."""
     torch.manual_seed(seed)
-    config = TinyConfig(structured=structured, max_text_length=16)
+    config = TinyConfig(
+        structured=structured, max_text_length=16, similarity_range=(-3.0, 3.0) if structured else (-1.0, 1.0)
+    )
     processor = TinyTBPSProcessor.from_config(config, captions=CAPTIONS * 5)
     config.vocab_size = len(processor.tokenizer)
     model = TinyDualEncoder(config)

@@ -1,4 +1,8 @@
-"""Retrieval grid: one row per query — the caption, then its top-k gallery crops with true matches marked."""
+"""Retrieval grid: one row per query — the caption, then its top-k gallery crops with true matches marked.
+
+Drawn with Pillow directly (one canvas) rather than a matplotlib subplot per thumbnail: 80 subplots took ~9 s on
+2 busy cores, the canvas takes well under a second.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-MATCH_COLOR = "#1a9e3a"  # green border: same person as the query
-MISS_COLOR = "#d62728"  # red border: another person
+MATCH_COLOR = (26, 158, 58)  # green border: same person as the query
+MISS_COLOR = (214, 39, 40)  # red border: another person
+BACKGROUND = (255, 255, 255)
+THUMB_BACKGROUND = (225, 225, 225)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # FreeType font bundled with Pillow >= 10.1
+    except (TypeError, OSError):  # Pillow built without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _thumbnail(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Fit ``image`` into width×height keeping its aspect ratio (letterboxed)."""
+    image = image.copy()
+    image.thumbnail((width, height), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (width, height), THUMB_BACKGROUND)
+    canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
 
 
 def retrieval_grid(
@@ -23,8 +46,8 @@ def retrieval_grid(
     max_queries: int = 8,
     k: int = 10,
     scores: np.ndarray | None = None,
-    text_width: int = 32,
-    dpi: int = 100,
+    thumb_size: tuple[int, int] = (64, 160),
+    text_width: int = 34,
 ) -> Path:
     """Write a PNG grid of retrieval results.
 
@@ -35,58 +58,63 @@ def retrieval_grid(
         matches: bool ``[Q, >=k]``, True where the retrieved image shows the query's person (green border; red
             otherwise).
         path: output PNG file.
+        max_queries / k: rows and thumbnails per row drawn.
         scores: optional ``[Q, >=k]`` similarities printed under each thumbnail.
+        thumb_size: (width, height) of a thumbnail in pixels.
         text_width: characters per line when wrapping captions.
 
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless; no display on servers
-    import matplotlib.pyplot as plt
-
     from .retrieval import load_image
 
     topk_indices = np.asarray(topk_indices)
     matches = np.asarray(matches, dtype=bool)
     if topk_indices.ndim != 2 or matches.shape != topk_indices.shape:
-        raise ValueError(
-            f"topk_indices and matches must both be [Q, k]; got {topk_indices.shape} and {matches.shape}"
-        )
+        raise ValueError(f"topk_indices and matches must both be [Q, k]; got {topk_indices.shape} and {matches.shape}")
     if len(queries) != topk_indices.shape[0]:
         raise ValueError(f"Got {len(queries)} queries but {topk_indices.shape[0]} rows of topk_indices")
+    if scores is not None and np.shape(scores)[:1] != topk_indices.shape[:1]:
+        raise ValueError(f"scores must be [Q, k] like topk_indices, got shape {np.shape(scores)}")
     num_rows = min(max_queries, len(queries))
     k = min(k, topk_indices.shape[1])
     if num_rows < 1 or k < 1:
         raise ValueError("retrieval_grid needs at least one query and k >= 1")
 
-    text_cols = 2.6  # the caption column is as wide as ~2.6 thumbnails
-    fig_w, row_h = 1.0 * k + text_cols + 0.3, 2.3
-    fig = plt.figure(figsize=(fig_w, row_h * num_rows + 0.4), dpi=dpi)
-    grid = fig.add_gridspec(num_rows, k + 1, width_ratios=[text_cols] + [1.0] * k, wspace=0.08, hspace=0.25)
+    tw, th = thumb_size
+    border, gap, label_h, margin = 4, 6, 18, 10
+    text_px = 8 * text_width  # caption column width
+    cell_w, row_h = tw + 2 * border + gap, th + 2 * border + label_h + 2 * gap
+    title_h = 30
+    width = margin * 2 + text_px + k * cell_w
+    height = margin + title_h + num_rows * row_h + margin
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    text_font, small_font, title_font = _font(13), _font(11), _font(15)
+    draw.text(
+        (margin, margin),
+        f"Top-{k} retrievals per query (green border: same person, red: different person)",
+        fill=(0, 0, 0),
+        font=title_font,
+    )
     for r in range(num_rows):
-        ax = fig.add_subplot(grid[r, 0])
-        ax.axis("off")
-        caption = "\n".join(textwrap.wrap(str(queries[r]), text_width)[:9])
-        ax.text(0.0, 0.5, caption, va="center", ha="left", fontsize=8, wrap=False, transform=ax.transAxes)
+        top = margin + title_h + r * row_h
+        lines = textwrap.wrap(str(queries[r]), text_width)
+        max_lines = max(1, th // 16)
+        if len(lines) > max_lines:  # very long captions: show the start and say it continues
+            lines = lines[: max_lines - 1] + [lines[max_lines - 1][: text_width - 1] + "…"]
+        draw.multiline_text((margin, top + gap), "\n".join(lines), fill=(0, 0, 0), font=text_font, spacing=3)
         for c in range(k):
-            ax = fig.add_subplot(grid[r, c + 1])
-            image = load_image(gallery_images[int(topk_indices[r, c])])
-            ax.imshow(np.asarray(image), aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            left = margin + text_px + c * cell_w
             color = MATCH_COLOR if matches[r, c] else MISS_COLOR
-            for spine in ax.spines.values():
-                spine.set_edgecolor(color)
-                spine.set_linewidth(4)
-            label = f"#{c + 1}" if scores is None else f"#{c + 1} {float(scores[r, c]):.2f}"
-            ax.set_xlabel(label, fontsize=7, color=color)
-    fig.suptitle("Top-%d retrievals (green: same person, red: different person)" % k, fontsize=10, y=0.995)
+            draw.rectangle([left, top, left + tw + 2 * border - 1, top + th + 2 * border - 1], fill=color)
+            image = load_image(gallery_images[int(topk_indices[r, c])])
+            canvas.paste(_thumbnail(image, tw, th), (left + border, top + border))
+            label = f"#{c + 1}" if scores is None else f"#{c + 1}   {float(scores[r, c]):.2f}"
+            draw.text((left + border, top + th + 2 * border + 2), label, fill=color, font=small_font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
-    plt.close(fig)
+    canvas.save(path, format="PNG")
     return path
 
 

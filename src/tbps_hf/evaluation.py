@@ -1,0 +1,354 @@
+"""Evaluation: encode gallery and queries → metrics (overall and per query group) → table / JSON / plots.
+
+``tbps evaluate --model DIR --dataset NAME`` is :func:`run`; the library entry point is :func:`evaluate_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling_utils import slice_features
+from .retrieval import encode_images, encode_texts
+
+logger = logging.getLogger(__name__)
+
+# Above this many query × gallery scores the [Q, G] matrix is not materialized (streaming metrics instead).
+# 50M float32 scores = 200 MB; CUHK-PEDES test (6,156 × 3,074 ≈ 19M) stays dense.
+DENSE_MAX_SCORES = 50_000_000
+METRIC_KEYS = ("R@1", "R@5", "R@10", "mAP", "mINP", "mSD")
+
+
+def _group_metrics(per_query: dict[str, np.ndarray], positions: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Metrics of a subset of the evaluated queries from the per-query arrays of the metric core.
+
+    ``positions`` index the per-query arrays. The core's per-query ``ap``/``inp``/``sd`` are fractions in [0, 1]
+    whose means ×100 are the reported mAP/mINP/mSD.
+    """
+    ranks = per_query["first_positive_rank"][positions]
+    out = {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in ks}
+    out["mAP"] = float(100.0 * np.mean(per_query["ap"][positions]))
+    out["mINP"] = float(100.0 * np.mean(per_query["inp"][positions]))
+    out["mSD"] = float(100.0 * np.mean(per_query["sd"][positions]))
+    out["num_queries"] = int(len(positions))
+    return out
+
+
+def group_breakdown(
+    per_query: dict[str, np.ndarray], query_groups: dict[str, Sequence[str]], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{grouping: {value: metrics}}`` from the core's per-query arrays (queries without positives are absent)."""
+    evaluated = np.asarray(per_query["query_index"])
+    result = {}
+    for name, values in query_groups.items():
+        values = np.asarray([str(v) for v in values])
+        evaluated_values = values[evaluated]
+        result[name] = {
+            value: _group_metrics(per_query, np.flatnonzero(evaluated_values == value), ks)
+            for value in sorted(set(evaluated_values.tolist()))
+        }
+    return result
+
+
+def _grid_rows(num_queries: int, grid_queries: int) -> np.ndarray:
+    """Evenly spread query rows (different identities, granularities …) for the retrieval grid."""
+    n = min(grid_queries, num_queries)
+    return np.unique(np.linspace(0, num_queries - 1, n).round().astype(np.int64)) if n > 0 else np.zeros(0, np.int64)
+
+
+def _model_info(model) -> dict[str, Any]:
+    config = model.config
+    return {
+        "model_type": getattr(config, "model_type", type(model).__name__),
+        "name_or_path": getattr(config, "_name_or_path", "") or "",
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "similarity_range": list(model.similarity_range),
+    }
+
+
+def _to_jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def evaluate_model(
+    model,
+    processor,
+    view,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    output_dir: str | os.PathLike | None = None,
+    streaming: bool | None = None,
+    grid_queries: int = 8,
+    ks: Sequence[int] = (1, 5, 10),
+    dataset_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a dual-encoder model on an ``EvaluationView`` (text → image retrieval).
+
+    Args:
+        model: a ``TBPSPreTrainedModel``.
+        processor: its processor.
+        view: ``tbps_hf.data.EvaluationView`` (``gallery_images``, ``gallery_ids``, ``queries``, ``query_ids``,
+            ``query_groups``).
+        batch_size: images / captions per forward pass.
+        device: where to run the model (default: where it is).
+        output_dir: when given, write ``metrics.json``, ``cmc.png``, ``sd_distribution.png``, ``retrieval_grid.png``.
+        streaming: ``True`` forces ``streaming_retrieval_metrics`` (never builds ``[Q, G]``); ``None`` (default)
+            streams only when Q×G > ``DENSE_MAX_SCORES``.
+        grid_queries: rows of the retrieval grid (0: no grid).
+        dataset_info: extra fields stored under ``"dataset"`` in the results (name, split, data_dir …).
+
+    Returns:
+        ``{"overall": {R@k, mAP, mINP, mSD, num_queries, num_skipped_queries}, "groups": {grouping: {value:
+        metrics}}, "num_queries", "num_gallery", "model", "dataset", "streaming", "timings", "files"}`` plus
+        ``"per_query"`` (the core's per-query numpy arrays; not written to JSON).
+    """
+    from .metrics import retrieval_metrics, streaming_retrieval_metrics
+
+    query_ids = np.asarray(view.query_ids, dtype=np.int64)
+    gallery_ids = np.asarray(view.gallery_ids, dtype=np.int64)
+    queries = list(view.queries)
+    num_q, num_g = len(queries), len(gallery_ids)
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"Nothing to evaluate: {num_q} queries and {num_g} gallery images")
+    if len(query_ids) != num_q:
+        raise ValueError(f"The view has {num_q} queries but {len(query_ids)} query ids")
+    sim_range = tuple(model.similarity_range)
+
+    timings = {}
+    start = time.perf_counter()
+    image_features = encode_images(model, processor, view.gallery_images, batch_size, device, progress)
+    timings["encode_images_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    text_features = encode_texts(model, processor, queries, batch_size, device, progress)
+    timings["encode_texts_s"] = time.perf_counter() - start
+
+    if streaming is None:
+        streaming = num_q * num_g > DENSE_MAX_SCORES
+    start = time.perf_counter()
+    similarity = None
+    with torch.inference_mode():
+        if streaming:
+            metrics = streaming_retrieval_metrics(
+                text_features,
+                image_features,
+                query_ids,
+                gallery_ids,
+                similarity_fn=model.similarity,
+                ks=tuple(ks),
+                similarity_range=sim_range,
+                return_per_query=True,
+            )
+        else:
+            similarity = model.similarity(text_features, image_features).float().cpu().numpy()
+            metrics = retrieval_metrics(
+                similarity, query_ids, gallery_ids, ks=tuple(ks), similarity_range=sim_range, return_per_query=True
+            )
+    timings["metrics_s"] = time.perf_counter() - start
+
+    per_query = metrics.pop("per_query")
+    groups = group_breakdown(per_query, getattr(view, "query_groups", None) or {}, ks)
+    results: dict[str, Any] = {
+        "overall": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in metrics.items()},
+        "groups": groups,
+        "num_queries": num_q,
+        "num_gallery": num_g,
+        "model": _model_info(model),
+        "dataset": dict(dataset_info or {}),
+        "streaming": bool(streaming),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "files": {},
+    }
+
+    if output_dir is not None:
+        from .metrics.plots import plot_cmc, plot_sd_distribution
+        from .visualization import retrieval_grid
+
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        files = results["files"]
+        files["cmc"] = str(plot_cmc(per_query["first_positive_rank"], output_dir / "cmc.png") or output_dir / "cmc.png")
+        files["sd_distribution"] = str(
+            plot_sd_distribution(per_query["sd"], output_dir / "sd_distribution.png") or output_dir / "sd_distribution.png"
+        )
+        rows = _grid_rows(num_q, grid_queries)
+        if len(rows):
+            k = min(10, num_g)
+            with torch.inference_mode():
+                if similarity is not None:
+                    row_sim = torch.from_numpy(similarity[rows])
+                else:
+                    row_sim = model.similarity(slice_features(text_features, torch.from_numpy(rows)), image_features)
+                    row_sim = row_sim.float().cpu()
+            # Stable descending order (ties: lower gallery index first, as in the metric core).
+            order = np.argsort(-row_sim.numpy(), axis=1, kind="stable")[:, :k]
+            top_scores = np.take_along_axis(row_sim.numpy(), order, axis=1)
+            matches = gallery_ids[order] == query_ids[rows][:, None]
+            files["retrieval_grid"] = str(
+                retrieval_grid(
+                    [queries[i] for i in rows],
+                    view.gallery_images,
+                    order,
+                    matches,
+                    output_dir / "retrieval_grid.png",
+                    max_queries=len(rows),
+                    k=k,
+                    scores=top_scores,
+                )
+            )
+        files["metrics"] = str(output_dir / "metrics.json")
+        (output_dir / "metrics.json").write_text(json.dumps(_to_jsonable(results), indent=2))
+
+    results["per_query"] = per_query
+    return results
+
+
+def format_table(results: dict[str, Any], title: str | None = None) -> str:
+    """A plain-text table: the overall row, then one row per group value."""
+    keys = [k for k in results["overall"] if k.startswith("R@")] + ["mAP", "mINP", "mSD"]
+    rows = [("overall", results["overall"])]
+    for grouping, values in results.get("groups", {}).items():
+        rows += [(f"{grouping}={value}", metrics) for value, metrics in values.items()]
+    name_w = max(len(r[0]) for r in rows + [("", None)]) + 2
+    header = "".ljust(name_w) + "".join(k.rjust(8) for k in keys) + "queries".rjust(9)
+    lines = [title] if title else []
+    lines += [header, "-" * len(header)]
+    for name, metrics in rows:
+        cells = "".join(f"{metrics.get(k, float('nan')):8.2f}" for k in keys)
+        lines.append(name.ljust(name_w) + cells + f"{int(metrics.get('num_queries', 0)):9d}")
+    skipped = results["overall"].get("num_skipped_queries", 0)
+    lines.append(
+        f"{results['num_queries']} queries ({skipped} without a positive, skipped), {results['num_gallery']} gallery images"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Arguments of ``tbps evaluate``."""
+    parser.description = (
+        "Evaluate a saved tbps-hf model on a benchmark split: encodes gallery and queries, prints R@1/5/10, mAP, "
+        "mINP and mSD (overall and per query group), and writes metrics.json, cmc.png, sd_distribution.png and "
+        "retrieval_grid.png."
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="DIR",
+        help="folder written by save_pretrained (config.json + model.safetensors + processor files), e.g. runs/ivt",
+    )
+    parser.add_argument(
+        "--dataset", required=True, metavar="NAME",
+        help="benchmark name: cuhk-pedes, icfg-pedes, rstpreid, ufine6926, ufine3c or procpedes",
+    )
+    parser.add_argument("--data_dir", default=None, help="folder of the release (annotation JSON + images); not needed for procpedes")
+    parser.add_argument(
+        "--split", nargs="+", default=["test"],
+        help="split(s) to evaluate (default: test; e.g. `--split test test_3c` for procpedes)",
+    )
+    parser.add_argument("--annotation_file", default=None, help="override the annotation file name/path")
+    parser.add_argument("--output_dir", default=None, help="write metrics.json and plots here (per split if several)")
+    parser.add_argument("--batch_size", type=int, default=64, help="images/captions per forward pass (default 64)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available, else cpu)")
+    parser.add_argument(
+        "--streaming", action="store_true",
+        help="never build the full query×gallery matrix (default: only when it would exceed 50M scores)",
+    )
+    parser.add_argument("--cache_dir", default=None, help="datasets cache folder")
+    parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = None):
+    """``AutoModel`` / ``AutoProcessor`` from a saved folder (safetensors weights only), with clear errors."""
+    import tbps_hf  # noqa: F401  (registers the methods with the Auto classes)
+    from transformers import AutoModel, AutoProcessor
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Model folder {str(path)!r} does not exist; pass --model a folder written by save_pretrained "
+            "(e.g. the --output_dir of `tbps train` or DIR/model of `tbps quickstart`)"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json; pass --model a folder written by save_pretrained")
+    if not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"{path} has no *.safetensors weights (only safetensors checkpoints are loaded)")
+    model = AutoModel.from_pretrained(path, use_safetensors=True)
+    processor = AutoProcessor.from_pretrained(path)
+    model.eval()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), processor
+
+
+def run(args: argparse.Namespace) -> int:
+    """``tbps evaluate``: returns a process exit code (0 ok, 2 bad input)."""
+    from .data import EvaluationView, load_tbps_dataset
+
+    try:
+        model, processor = load_model_and_processor(args.model, args.device)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        dataset = load_tbps_dataset(
+            args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, annotation_file=args.annotation_file
+        )
+    except Exception as err:  # the loader's messages name the file/record/valid names
+        print(f"error: could not load dataset {args.dataset!r}: {err}", file=sys.stderr)
+        return 2
+    splits = list(dict.fromkeys(args.split))
+    unknown = [s for s in splits if s not in dataset]
+    if unknown:
+        print(
+            f"error: unknown split(s) {', '.join(map(repr, unknown))} for {args.dataset!r}; "
+            f"available: {', '.join(dataset.keys())}",
+            file=sys.stderr,
+        )
+        return 2
+    for split in splits:
+        view = EvaluationView(dataset[split])
+        out = None
+        if args.output_dir is not None:
+            out = Path(args.output_dir) / split if len(splits) > 1 else Path(args.output_dir)
+        results = evaluate_model(
+            model,
+            processor,
+            view,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not getattr(args, "no_progress", False),
+            output_dir=out,
+            streaming=True if args.streaming else None,
+            dataset_info={"name": args.dataset, "split": split, "data_dir": args.data_dir},
+        )
+        print(format_table(results, title=f"{args.dataset} / {split} — {args.model}"))
+        if out is not None:
+            print(f"wrote {out / 'metrics.json'}, cmc.png, sd_distribution.png, retrieval_grid.png")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = configure_parser(argparse.ArgumentParser(prog="tbps evaluate"))
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
