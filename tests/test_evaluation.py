@@ -215,3 +215,23 @@ def test_retrieval_grid_marks_matches(tmp_path):
     assert MATCH_COLOR in colors and MISS_COLOR in colors
     with pytest.raises(ValueError, match=r"\[Q, k\]"):
         retrieval_grid(["q"], images, top[:1], matches, tmp_path / "x.png")
+
+
+def test_tbps_evaluate_with_ivt_tiny(tmp_path, capsys):
+    """The `tbps evaluate` console entry on a saved IVT tiny folder (random weights) and a UFine3C-format folder."""
+    from tbps_hf.cli import main
+    from test_retrieval import build_method
+
+    model, processor = build_method("ivt", seed=1)
+    model.save_pretrained(tmp_path / "ivt")
+    processor.save_pretrained(tmp_path / "ivt")
+    data = write_ufine3c(tmp_path / "UFine3C", num_ids=3)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(tmp_path / "ivt"), "--dataset", "ufine3c", "--data_dir", str(data),
+                 "--output_dir", str(out), "--device", "cpu", "--streaming", "--cache_dir", str(tmp_path / "c"),
+                 "--no_progress"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"]["model_type"] == "ivt" and metrics["streaming"] is True
+    assert metrics["num_gallery"] == 6 and metrics["overall"]["num_queries"] == 12
+    assert 0 <= metrics["overall"]["R@1"] <= metrics["overall"]["R@5"] <= metrics["overall"]["R@10"] == 100.0

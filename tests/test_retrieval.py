@@ -304,3 +304,31 @@ def test_saved_folder_loads_with_auto_classes(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model_and_processor(tmp_path / "empty")
+
+
+# ------------------------------------------------------------------------------------- the package's methods
+def build_method(name: str, seed: int = 0):
+    """A registered method's tiny preset with its processor (tokenizer trained on CAPTIONS), random weights."""
+    from tbps_hf import get_method
+
+    method = get_method(name)
+    torch.manual_seed(seed)
+    config = method.config_class.from_preset("tiny")
+    processor = method.processor_class.from_config(config, captions=CAPTIONS * 5)
+    config.vocab_size = len(processor.tokenizer)
+    return method.model_class(config).eval(), processor
+
+
+@pytest.mark.parametrize("name", ["ivt", "pcc"])
+def test_index_search_equals_similarity_for_package_methods(name):
+    model, processor = build_method(name, seed=2)
+    images, texts = random_images(10, seed=3, size=(32, 64)), CAPTIONS
+    index = GalleryIndex(model, processor)
+    index.add(images)
+    scores, indices = index.search(texts, k=4)
+    sim = model.similarity(
+        encode_texts(model, processor, texts, progress=False), encode_images(model, processor, images, progress=False)
+    )
+    ref = sim.topk(4, dim=1)
+    np.testing.assert_array_equal(indices, ref.indices.numpy())
+    np.testing.assert_allclose(scores, ref.values.numpy(), atol=1e-4)
