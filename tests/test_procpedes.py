@@ -95,13 +95,20 @@ def _twin_share(ds) -> float:
     attrs = {}
     for pid, a in zip(ds["person_id"], ds["attributes"]):
         attrs[pid] = json.loads(a)
-    keys = [k for k in next(iter(attrs.values())) if k != "skin_tone"]
+    keys = list(next(iter(attrs.values())))
+    # two identities differ in exactly one described key <=> they agree on everything but that key (and are not
+    # identical); group by "all keys but k" for each k instead of comparing all pairs
     has_twin = set()
+    for k in keys:
+        if k == "skin_tone":
+            continue
+        groups = defaultdict(list)
+        for pid, a in attrs.items():
+            groups[tuple(str(a[x]) for x in keys if x != k)].append(pid)
+        for members in groups.values():
+            if len({str(attrs[m][k]) for m in members}) > 1:
+                has_twin.update(members)
     ids = sorted(attrs)
-    for i in ids:
-        for j in ids:
-            if i < j and sum(attrs[i][k] != attrs[j][k] for k in keys) == 1 and attrs[i]["skin_tone"] == attrs[j]["skin_tone"]:
-                has_twin.update((i, j))
     return len(has_twin) / len(ids)
 
 
@@ -345,3 +352,14 @@ def test_unwritable_cache_dir(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(OSError, match="a_file"):
         load_procpedes(cache_dir=str(blocker / "cache"), **SMALL)
+
+
+def test_preview_writes_png(tmp_path):
+    from PIL import Image
+
+    from tbps_hf.data.procpedes.preview import main
+
+    out = tmp_path / "grid.png"
+    main(["--out", str(out), "--image_size", "64", "32"])
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 500 and im.size[1] > 500
