@@ -204,7 +204,9 @@ class PCCPreTrainedModel(TBPSPreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, std=std)
+            # Xavier (as torch's nn.MultiheadAttention): keeps feature scale through the attention stacks, so the
+            # decoder's tokens shape its attention from the start and the embeddings are not born near-zero
+            init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
 
