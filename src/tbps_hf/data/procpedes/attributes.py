@@ -24,7 +24,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "blue": (36, 84, 222),
     "purple": (128, 44, 168),
     "pink": (246, 128, 190),
-    "brown": (118, 68, 28),
+    "brown": (104, 56, 18),
 }
 COLORS = tuple(PALETTE)
 
@@ -35,7 +35,7 @@ HAIR_PALETTE: dict[str, tuple[int, int, int]] = {
     "gray": (168, 168, 168),
     "red": (178, 58, 20),
 }
-SKIN_TONES = ((246, 214, 186), (226, 178, 140), (184, 128, 88), (120, 80, 52))
+SKIN_TONES = ((246, 214, 186), (226, 178, 140), (186, 130, 90), (141, 94, 62))
 
 GENDERS = ("man", "woman")
 HAIR_LENGTHS = ("short", "medium", "long")

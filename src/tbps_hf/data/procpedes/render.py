@@ -114,7 +114,7 @@ def _shifted(draw: ImageDraw.ImageDraw, w: int, h: int, rng: np.random.Generator
             draw.ellipse([tx - tr, horizon - tr * 2.8, tx + tr, horizon - tr * 1.1], fill=(60, 110 + int(40 * rng.random()), 60))
         draw.rectangle([0, horizon, w, h], fill=(96, 140, 70))
     elif kind == "night":
-        draw.rectangle([0, 0, w, horizon], fill=(24, 28, 58))
+        draw.rectangle([0, 0, w, horizon], fill=(34, 40, 76))
         for _ in range(int(rng.integers(2, 5))):
             lx = rng.random() * w
             draw.line([lx, horizon, lx, horizon * 0.3], fill=(70, 70, 80), width=max(1, w // 40))
@@ -391,7 +391,7 @@ def render_person(
     arr = np.asarray(img, dtype=np.float32)
     if shifted:
         cast = 1.0 + (rng.random(3) - 0.5) * 0.3
-        bright = 0.65 + 0.55 * rng.random()
+        bright = 0.75 + 0.45 * rng.random()
         contrast = 0.7 + 0.35 * rng.random()
         arr = ((arr - 128.0) * contrast + 128.0) * bright * cast
         arr = arr + rng.normal(0.0, 3.0 + 5.0 * rng.random(), arr.shape)
