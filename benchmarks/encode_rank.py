@@ -1,0 +1,186 @@
+"""Encode + rank time of a preset on a CUHK-PEDES-sized test set (3,074 images, 6,156 captions).
+
+The paper (IVT) reports 42 s on a V100 for encoding the CUHK-PEDES test set and ranking. Random weights and random
+inputs are fine for timing. On a CPU a full run can take long: ``--num_images`` / ``--num_queries`` encode a subset,
+and the script extrapolates linearly to the full sizes, printing what was measured and what was extrapolated. Ranking
+is timed on the full 6,156 × 3,074 problem (features for unmeasured items are random, same shape) three ways:
+the dense metric core on ``model.similarity``, the streaming metric core, and a FAISS top-10 search.
+
+    python benchmarks/encode_rank.py --model ivt --preset base --num_images 128 --num_queries 256
+    python benchmarks/encode_rank.py --model ivt --preset base --device cuda       # full sizes on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ivt", help="registered method name (ivt, pcc, cfam)")
+    parser.add_argument("--preset", default="base")
+    parser.add_argument("--gallery_size", type=int, default=3074)
+    parser.add_argument("--query_size", type=int, default=6156)
+    parser.add_argument("--num_images", type=int, default=None, help="images actually encoded (default: all)")
+    parser.add_argument("--num_queries", type=int, default=None, help="captions actually encoded (default: all)")
+    parser.add_argument("--caption_words", type=int, default=60, help="words per synthetic caption (~60 tokens)")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--pretrained_tokenizer", action="store_true",
+        help="load the preset's tokenizer (hub id / folder) instead of training a WordPiece on synthetic captions",
+    )
+    parser.add_argument("--fp16", action="store_true", help="autocast to float16 (GPU)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    args = parser.parse_args(argv)
+
+    import tbps_hf
+    from tbps_hf.metrics import retrieval_metrics, streaming_retrieval_metrics
+    from tbps_hf.modeling_utils import features_length, map_features
+    from tbps_hf.retrieval import GalleryIndex, encode_images, encode_texts
+
+    device = torch.device(args.device)
+    method = tbps_hf.get_method(args.model)
+    config = method.config_class.from_preset(args.preset)
+    rng = np.random.default_rng(0)
+    words = ("man woman wearing black white red blue green grey shirt jacket coat pants jeans shorts skirt shoes "
+             "sneakers carrying bag backpack holding phone umbrella hair short long glasses hat with and a the").split()
+    captions = [" ".join(rng.choice(words, size=args.caption_words)) for _ in range(200)]
+    if getattr(config, "tokenizer_name", None) and not args.pretrained_tokenizer:
+        # Timing does not need the real vocabulary: a WordPiece trained on the synthetic captions gives the same
+        # token counts for these plain words, and the embedding table keeps the preset's vocab_size.
+        config.tokenizer_name = None
+    processor = method.processor_class.from_config(config, captions=captions)
+    config.vocab_size = max(int(config.vocab_size), len(processor.tokenizer))
+    torch.manual_seed(0)
+    model = method.model_class(config).eval().to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    num_images = min(args.num_images or args.gallery_size, args.gallery_size)
+    num_queries = min(args.num_queries or args.query_size, args.query_size)
+    height, width = config.image_size
+    from PIL import Image
+
+    # Crops at the preset's size (the processor still resizes/normalizes them, as in real evaluation).
+    images = [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(num_images)]
+    queries = [captions[i % len(captions)] for i in range(num_queries)]
+    token_lengths = processor(text=queries[:64], return_tensors="pt")["attention_mask"].sum(1).float()
+
+    autocast = torch.autocast(device.type, dtype=torch.float16) if args.fp16 else torch.autocast(device.type, enabled=False)
+    with autocast:
+        encode_images(model, processor, images[: min(4, num_images)], 4, device, progress=False)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        image_features = encode_images(model, processor, images, args.batch_size, device, progress=True)
+        _sync(device)
+        t_images = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        text_features = encode_texts(model, processor, queries, args.batch_size, device, progress=True)
+        _sync(device)
+        t_texts = time.perf_counter() - t0
+
+    # Full-size feature sets for ranking: the measured features tiled, plus a little noise so rows are not exact
+    # duplicates (ranking time does not depend on the values otherwise).
+    def tile(features, n):
+        reps = -(-n // features_length(features))
+
+        def grow(t):
+            t = t.float().repeat(reps, *[1] * (t.ndim - 1))[:n]
+            return (t + 0.01 * t.std() * torch.randn_like(t)).contiguous()
+
+        return map_features(features, grow)
+
+    gallery = tile(image_features, args.gallery_size)
+    texts = tile(text_features, args.query_size)
+    gallery_ids = np.repeat(np.arange(-(-args.gallery_size // 3)), 3)[: args.gallery_size]
+    query_ids = gallery_ids[rng.integers(0, args.gallery_size, args.query_size)]
+    sim_range = model.similarity_range
+
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        sim = model.similarity(texts, gallery).float().cpu()
+        t_sim = time.perf_counter() - t0
+        sim = sim.clamp(*sim_range)
+        t0 = time.perf_counter()
+        retrieval_metrics(sim, query_ids, gallery_ids, similarity_range=sim_range)
+        t_dense = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        streaming_retrieval_metrics(
+            texts, gallery, query_ids, gallery_ids,
+            similarity_fn=lambda a, b: model.similarity(a, b).clamp(*sim_range), similarity_range=sim_range,
+        )
+        t_stream = time.perf_counter() - t0
+        index = GalleryIndex(model)
+        t0 = time.perf_counter()
+        index.add(gallery)
+        t_index_build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        index.search(texts, k=10)
+        t_faiss = time.perf_counter() - t0
+
+    scale_i, scale_q = args.gallery_size / num_images, args.query_size / num_queries
+    full_images, full_texts = t_images * scale_i, t_texts * scale_q
+    rank_time = t_sim + t_dense
+    total = full_images + full_texts + rank_time
+    result = {
+        "model": args.model,
+        "preset": args.preset,
+        "parameters_M": round(n_params / 1e6, 1),
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 1),
+        "batch_size": args.batch_size,
+        "image_size": [height, width],
+        "mean_caption_tokens": round(float(token_lengths.mean()), 1),
+        "measured": {
+            "images_encoded": num_images,
+            "queries_encoded": num_queries,
+            "encode_images_s": round(t_images, 2),
+            "encode_texts_s": round(t_texts, 2),
+            "images_per_s": round(num_images / t_images, 1),
+            "captions_per_s": round(num_queries / t_texts, 1),
+            "similarity_matrix_s": round(t_sim, 3),
+            "dense_metrics_s": round(t_dense, 3),
+            "streaming_metrics_s": round(t_stream, 3),
+            "faiss_build_s": round(t_index_build, 4),
+            "faiss_top10_search_s": round(t_faiss, 3),
+        },
+        "extrapolated" if (scale_i > 1 or scale_q > 1) else "full": {
+            "gallery_size": args.gallery_size,
+            "query_size": args.query_size,
+            "encode_images_s": round(full_images, 1),
+            "encode_texts_s": round(full_texts, 1),
+            "rank_dense_s": round(rank_time, 2),
+            "total_encode_rank_s": round(total, 1),
+        },
+    }
+    print(json.dumps(result, indent=2))
+    kind = "EXTRAPOLATED linearly from the measured subset" if (scale_i > 1 or scale_q > 1) else "measured"
+    print(
+        f"\n{args.model}/{args.preset} on {device}: encode {num_images} images in {t_images:.1f} s and {num_queries} "
+        f"captions in {t_texts:.1f} s (measured); full {args.gallery_size} images + {args.query_size} captions + "
+        f"ranking ≈ {total:.0f} s ({kind}; ranking itself measured at full size: similarity {t_sim:.2f} s + dense "
+        f"metrics {t_dense:.2f} s; streaming metrics {t_stream:.2f} s; FAISS top-10 {t_faiss:.2f} s)."
+    )
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
