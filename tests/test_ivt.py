@@ -292,6 +292,16 @@ def examples(seed_offset=0, n=4):
     ]
 
 
+def _split_groups(text, groups):
+    """Greedily parse `text` as a sequence of whole `groups` (fails on a partial group)."""
+    out, rest = [], text
+    while rest:
+        match = max((g for g in groups if rest == g or rest.startswith(g + " ")), key=len)
+        out.append(match)
+        rest = rest[len(match):].lstrip()
+    return out
+
+
 def test_mla_levels_all_appear_and_word_level_is_nouns_adjectives(processor):
     seen = {"sentence": 0, "phrase": 0, "word": 0}
     rng = np.random.default_rng(0)
@@ -304,9 +314,12 @@ def test_mla_levels_all_appear_and_word_level_is_nouns_adjectives(processor):
         allowed_words = set(levels["word"])
         assert allowed_words and allowed_words <= set(caption.lower().replace(",", " ").replace(".", " ").split())
         assert {"wears", "carrying", "a", "and", "in", "with"}.isdisjoint(allowed_words)
+        assert " ".join(levels["word_groups"]).split() == levels["word"]
         for _ in range(5):
-            words = processor.level_text(caption, "word", rng).split()
+            text = processor.level_text(caption, "word", rng)
+            words = text.split()
             assert words and set(words) <= allowed_words
+            assert all(group in levels["word_groups"] for group in _split_groups(text, levels["word_groups"]))
             phrase = processor.level_text(caption, "phrase", rng)
             assert phrase in levels["phrase"] and "," not in phrase and "." not in phrase.rstrip(".")
         assert processor.level_text(caption, "sentence", rng) == caption

@@ -31,8 +31,9 @@ class IVTProcessor(TBPSProcessor):
 
     - `"sentence"`: the whole caption;
     - `"phrase"`: one of the caption's short sentences split on periods and commas (`PhraseChunker`);
-    - `"word"`: a random non-empty subset (in caption order) of its nouns and adjectives (NLTK tagger when its
-      model is installed, else the package's lexicon tagger), joined by spaces —
+    - `"word"`: its nouns and adjectives (NLTK tagger when its model is installed, else the package's lexicon
+      tagger), as a random non-empty subset, in caption order, of the runs of adjacent ones (`"short black hair"`,
+      `"grey pants"`: like the public code's random subset of attribute phrases) —
 
     and paired with its own augmented view of the image (flip, pad + random crop, random erasing: the paper's
     "horizontal flipping and random cropping", the public code's per-level transform). A level with no text for a
@@ -86,15 +87,29 @@ class IVTProcessor(TBPSProcessor):
 
     # ------------------------------------------------------------------ MLA
     def level_texts(self, caption: str) -> dict[str, list[str]]:
-        """The candidate texts of each level for `caption`: `{"sentence": [caption], "phrase": [...], "word": [...]}`
-        (`word` lists the nouns and adjectives in caption order)."""
+        """The candidate texts of each level for `caption`: `{"sentence": [caption], "phrase": [...], "word": [...],
+        "word_groups": [...]}` (`word`: the nouns and adjectives in caption order; `word_groups`: the same words
+        as runs of adjacent ones, e.g. `"short black hair"`)."""
         cached = self._level_cache.get(caption)
         if cached is None:  # tagging is the slow part and captions repeat every epoch
             levels = self.chunker.levels(caption)
+            words = _as_list(levels.get("word"))
+            # Runs of adjacent nouns/adjectives ("short black hair") act as the attribute units that the public
+            # code samples at the word level; they keep each adjective with its noun.
+            groups, run = [], []
+            for token, tag in self.chunker.tag(caption):
+                if tag.startswith(("NN", "JJ")):
+                    run.append(token)
+                elif run:
+                    groups.append(" ".join(run))
+                    run = []
+            if run:
+                groups.append(" ".join(run))
             cached = {
                 "sentence": [caption],
                 "phrase": _as_list(levels.get("phrase")),
-                "word": _as_list(levels.get("word")),
+                "word": words,
+                "word_groups": groups if " ".join(groups).split() == words else words,
             }
             if len(self._level_cache) >= _LEVEL_CACHE_SIZE:
                 self._level_cache.clear()
@@ -110,10 +125,11 @@ class IVTProcessor(TBPSProcessor):
             return caption
         if level == "phrase":
             return candidates[int(rng.integers(len(candidates)))]
-        # word level: a random non-empty subset of the nouns/adjectives, kept in caption order
-        count = int(rng.integers(1, len(candidates) + 1))
-        chosen = np.sort(rng.choice(len(candidates), size=count, replace=False))
-        return " ".join(candidates[i] for i in chosen)
+        # word level: a random non-empty subset of the noun/adjective runs, kept in caption order
+        groups = self.level_texts(caption)["word_groups"]
+        count = int(rng.integers(1, len(groups) + 1))
+        chosen = np.sort(rng.choice(len(groups), size=count, replace=False))
+        return " ".join(groups[i] for i in chosen)
 
     def choose_level(self, example: dict[str, Any]) -> str:
         """The MLA level of `example` at this step (uniform over `mla_levels`, from the example's seed)."""
