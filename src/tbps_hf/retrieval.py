@@ -21,7 +21,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .modeling_utils import Features, cat_features, features_length, map_features
+from .modeling_utils import Features, cat_features, map_features
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,9 @@ class GalleryIndex:
         self.ids.extend(ids)
 
     def add(self, items: Any, ids: Sequence[Any] | None = None) -> None:
-        """Add gallery items: raw images (PIL / paths / arrays, encoded with the model) or image features.
+        """Add gallery items: raw images (a sequence of PIL images / paths / arrays, encoded with the model), image
+        features (a tensor or the model's feature structure, mapped with ``model.index_features``), or a numpy array
+        of index vectors ``[N, d]`` used as is.
 
         ``ids`` (one per item, JSON-serializable: person ids, file paths …) default to running positions.
         """
@@ -272,7 +274,9 @@ class GalleryIndex:
         """Top-k gallery items per query.
 
         Args:
-            queries: a string, a list of strings (encoded with the model) or text features ``[Q, ...]``.
+            queries: a string, a list of strings (encoded with the model), text features ``[Q, ...]`` (a tensor or
+                the model's feature structure, mapped with ``model.index_features``), or a numpy array of index
+                vectors ``[Q, d]`` used as is.
             k: results per query (clipped to the gallery size).
 
         Returns:
@@ -404,5 +408,4 @@ __all__ = [
     "FolderIndexReport",
     "SkippedFile",
     "build_folder_index",
-    "features_length",
 ]
