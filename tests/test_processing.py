@@ -79,6 +79,12 @@ def test_wordpiece_tokenizer_roundtrip_no_unk(tmp_path):
     assert tokenizer.unk_token_id in tokenizer("ж")["input_ids"]
 
 
+def test_wordpiece_tokenizer_ids_are_reproducible():
+    # the trainer's own id order follows hash-map iteration; ours must not (reproducible runs rely on it)
+    vocabularies = [train_wordpiece_tokenizer(CAPTIONS * 3, vocab_size=5000).get_vocab() for _ in range(4)]
+    assert all(v == vocabularies[0] for v in vocabularies)
+
+
 def test_wordpiece_tokenizer_bad_input():
     with pytest.raises(ValueError, match="non-empty"):
         train_wordpiece_tokenizer(["", "  "])

@@ -7,9 +7,10 @@ on this stack that silently maps every word to ``[UNK]``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, [PAD] = 0 as in BERT
@@ -28,8 +29,10 @@ def train_wordpiece_tokenizer(
         captions: training captions (any iterable of str; empty strings are ignored).
         vocab_size: upper bound on the vocabulary (special tokens and the character alphabet included); the trained
             vocabulary can be smaller — read ``len(tokenizer)`` and put it in the model config.
-        min_frequency: a merge must occur at least this often to enter the vocabulary.
+        min_frequency: a word must occur at least this often to enter the vocabulary as a whole word.
         lowercase: BERT "uncased" normalization (lowercase + strip accents).
+
+    The same captions always give the same vocabulary and ids (reproducible runs).
 
     Returns:
         `PreTrainedTokenizerFast` with ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``; encoding adds
@@ -45,20 +48,34 @@ def train_wordpiece_tokenizer(
     if min_frequency < 1:
         raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        continuing_subword_prefix="##",
-        show_progress=False,
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The vocabulary is chosen here rather than by `trainers.WordPieceTrainer`: that trainer breaks ties between
+    # equally frequent merges in hash-map order, so the same captions gave different vocabularies (and ids) from run
+    # to run. Ours is deterministic: every character (word-initial and "##" continuation, so nothing seen is [UNK]),
+    # then whole words by descending frequency (ties alphabetical); unseen words fall back to WordPiece pieces.
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({ch for word in counts for ch in word})
+    pieces = [*characters, *(f"##{ch}" for ch in characters)]
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and len(w) > 1), key=lambda w: (-counts[w], w))
+    vocabulary = [*SPECIAL_TOKENS, *pieces, *words][:vocab_size]
+    if len(vocabulary) < len(SPECIAL_TOKENS) + len(pieces):
+        raise ValueError(
+            f"vocab_size={vocab_size} cannot hold the {len(pieces)} character pieces of these captions; raise it"
+        )
+
+    tokenizer = Tokenizer(
+        models.WordPiece(
+            vocab={t: i for i, t in enumerate(vocabulary)}, unk_token="[UNK]", continuing_subword_prefix="##"
+        )
     )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

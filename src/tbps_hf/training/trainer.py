@@ -209,6 +209,7 @@ def train(
         )
         if config.tokenizer_name is not None:
             config.vocab_size = max(config.vocab_size, len(processor.tokenizer))
+        set_seed(args.seed)  # seeded right here: data loading may consume the global RNG a variable amount
         model = method.model_class(config)
     if args.lora_r:
         model = _apply_lora(model, args)
@@ -297,6 +298,8 @@ def train(
         accelerator.wait_for_everyone()
         return final
 
+    if checkpoint is None:
+        set_seed(args.seed)  # model-side training randomness (masking, dropout) starts from a known state
     dataset_for_loader = _SeededPairs(pairs)
     progress = tqdm(total=total_steps, initial=global_step, desc="train", disable=not is_main, dynamic_ncols=True)
     last_checkpoint: Path | None = checkpoint
