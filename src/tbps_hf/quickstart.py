@@ -25,10 +25,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--num_train_epochs", type=float, default=None, help="Override the tiny preset's epochs (default: preset's)."
     )
     parser.add_argument(
-        "--max_train_minutes",
+        "--train_minutes",
         type=float,
-        default=7.0,
-        help="Safety cap on training wall time; training stops and evaluates when reached (default 7).",
+        default=5.5,
+        help="Training budget: a few timed calibration steps set the number of steps (and the learning-rate "
+        "schedule) to fit it, capped at the preset's epochs (default 5.5, so the whole job fits in 10 minutes).",
     )
     parser.add_argument(
         "--dataset_options", default=None, help='JSON of ProcPEDES options, e.g. \'{"num_train_identities": 800}\'.'
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         num_train_epochs=args.num_train_epochs,
-        max_train_minutes=args.max_train_minutes,
+        train_minutes=args.train_minutes,
         dataset_options=args.dataset_options,
     )
     print(format_summary(report))
@@ -54,7 +55,7 @@ def quickstart(
     out: str | Path = "runs/quickstart",
     seed: int = 0,
     num_train_epochs: float | None = None,
-    max_train_minutes: float | None = 7.0,
+    train_minutes: float | None = 5.5,
     dataset_options: str | None = None,
 ) -> dict:
     from .data import EvaluationView, load_tbps_dataset
@@ -74,6 +75,10 @@ def quickstart(
     dataset = load_tbps_dataset("procpedes", cache_dir=data_args.cache_dir, **data_args.parsed_dataset_options())
     data_seconds = time.perf_counter() - t0
 
+    max_steps = -1
+    if train_minutes:
+        seconds_per_step = _calibrate(model, data_args, out / "calibration", seed)
+        max_steps = max(1, int(train_minutes * 60 / seconds_per_step))
     summary = train(
         ModelArguments(model=model, preset="tiny"),
         data_args,
@@ -81,7 +86,10 @@ def quickstart(
             output_dir=str(out / "model"),
             seed=seed,
             num_train_epochs=num_train_epochs,
-            max_train_minutes=max_train_minutes,
+            max_steps=max_steps,
+            # the preset's epochs stay the upper bound: a fast machine does not train longer than the recipe
+            max_steps_cap_epochs=True,
+            max_train_minutes=train_minutes * 1.25 if train_minutes else None,  # safety net if the machine slows
             report_to="tensorboard",
             logging_steps=10,
         ),
@@ -118,6 +126,21 @@ def quickstart(
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(_report_markdown(report))
     return report
+
+
+def _calibrate(model: str, data_args, out: Path, seed: int, steps: int = 6) -> float:
+    """Seconds per optimizer step of the tiny preset on this machine, from a short throwaway run."""
+    import shutil
+
+    from .training import ModelArguments, TrainingArguments, train
+
+    summary = train(
+        ModelArguments(model=model, preset="tiny"),
+        data_args,
+        TrainingArguments(output_dir=str(out), seed=seed, max_steps=steps, report_to="none", logging_steps=steps),
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    return summary["train_seconds"] / summary["global_step"]
 
 
 def format_summary(report: dict) -> str:

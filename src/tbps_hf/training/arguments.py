@@ -57,6 +57,9 @@ class TrainingArguments:
     output_dir: str = field(default="runs/tbps", metadata={"help": "Where the model, checkpoints and logs are written."})
     num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs (default: the preset's)."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0: total optimizer steps, overriding num_train_epochs."})
+    max_steps_cap_epochs: bool = field(
+        default=False, metadata={"help": "Never train more than num_train_epochs, even when max_steps is larger."}
+    )
     per_device_train_batch_size: int | None = field(
         default=None, metadata={"help": "Pairs per process per step (default: the preset's)."}
     )

@@ -240,6 +240,8 @@ def train(
             f"--gradient_accumulation_steps {ga}; lower the batch size"
         )
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(epochs * steps_per_epoch)
+    if args.max_steps_cap_epochs:
+        total_steps = min(total_steps, math.ceil(epochs * steps_per_epoch))
     # Milestones are given in epochs of the paper's schedule; keep their relative position for other lengths.
     milestones = [round(m / preset_epochs * total_steps) for m in defaults.get("milestones", [])]
     warmup_steps = min(total_steps, round(warmup_epochs * steps_per_epoch))

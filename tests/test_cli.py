@@ -1,0 +1,74 @@
+"""The `tbps` console script and `tbps quickstart` (on a small ProcPEDES, so it takes seconds, not minutes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tbps_hf.cli import SUBCOMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"num_train_identities": 40, "num_test_identities": 8, "num_test_3c_identities": 8, "images_per_identity": 2}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    for name in ["train", *SUBCOMMANDS]:
+        assert name in text
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--" in capsys.readouterr().out  # documents its options
+
+
+def test_train_help_and_unknown_command():
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--resume_from_checkpoint" in done.stdout and "--lora_r" in done.stdout
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bogus"])
+    assert exit_info.value.code == 2
+
+
+def test_quickstart_unknown_model_lists_valid(tmp_path):
+    with pytest.raises(ValueError, match="valid models: .*ivt"):
+        main(["quickstart", "--model", "nope", "--out", str(tmp_path)])
+
+
+def test_quickstart_writes_report_model_and_plots(tmp_path, capsys):
+    out = tmp_path / "qs"
+    code = main(
+        ["quickstart", "--out", str(out), "--train_minutes", "0.1", "--num_train_epochs", "1",
+         "--dataset_options", json.dumps(SMALL)]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"] == "ivt" and report["global_step"] >= 1
+    for key in ("total_seconds", "train_seconds"):
+        assert report[key] > 0
+    for split in ("test", "test_3c"):
+        assert set(report["metrics"][split]) == {"R@1", "R@5", "R@10", "mAP", "mINP", "mSD"}
+        for name in ("cmc.png", "retrieval_grid.png", "sd_distribution.png"):
+            assert (out / "eval" / split / name).stat().st_size > 0
+    assert "granularity" in report["groups"]["test_3c"]
+    assert (out / "model" / "model.safetensors").exists()
+    md = (out / "report.md").read_text()
+    assert "What the numbers mean" in md and "Running on a real benchmark" in md
+    assert "R@1" in capsys.readouterr().out
