@@ -283,6 +283,7 @@ def test_switch_cmr_off_and_on_coarse():
         person_ids,
         margin=0.2 * (1 - normalized_entropy(logits_v)),
         text_margin=0.2 * (1 - normalized_entropy(logits_t)),
+        reduction=full.config.ranking_reduction,
     )
     assert out_cmr.loss_cmr.item() == pytest.approx(expected.item(), rel=1e-5)
 
