@@ -195,6 +195,13 @@ def test_optimizer_param_groups_cover_every_parameter():
     assert any(g["weight_decay"] == 0.05 and any(p is weight for p in g["params"]) for g in groups)
 
 
+def test_tiny_init_starts_with_a_small_cmpm_scale():
+    model = IVTModel(IVTConfig.from_preset("tiny"))
+    assert torch.all(model.layernorm.weight == 0.2)  # final_layer_norm_init
+    assert torch.all(model.layers[0].layernorm_before.weight == 1.0)
+    assert torch.all(IVTModel(tiny_config(final_layer_norm_init=1.0)).layernorm.weight == 1.0)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="mask_ratio"):
         IVTConfig.from_preset("tiny", mask_ratio=1.2)

@@ -33,6 +33,10 @@ class IVTConfig(TBPSConfig):
     hidden_dropout_prob / attention_probs_dropout_prob (`float`): dropout rates.
     drop_path_rate (`float`): stochastic depth, linearly increasing over the blocks (public code: 0.1).
     initializer_range (`float`): std of the truncated-normal initializer.
+    final_layer_norm_init (`float`): initial weight of the final LayerNorm. CMPM projects raw (unnormalized)
+        embeddings, so this sets the initial logit scale (`~ sqrt(hidden_size) * value`). Pretrained backbones use
+        1.0; from scratch a large scale drives CMPM to the collapsed uniform solution (all embeddings equal) before
+        any alignment is learned, so the tiny preset starts small and lets training grow it.
     use_bmm (`bool`): bidirectional mask modeling during training.
     mask_ratio (`float`): share of image patches and of text word tokens hidden from attention during training
         (paper §4.3, Fig. 5: best at 0.3).
@@ -82,7 +86,8 @@ class IVTConfig(TBPSConfig):
             ),
         ),
         # CPU preset for tests and the quickstart: a small ViT on 64x32 crops with 8x8 patches (8x4 grid),
-        # trained from scratch with AdamW (SGD at lr 5e-3 is far too slow for a from-scratch tiny model).
+        # trained from scratch with AdamW (SGD at lr 5e-3 is far too slow for a from-scratch tiny model);
+        # text length 64 covers ProcPEDES captions (sentence level: up to ~48 WordPiece tokens).
         "tiny": dict(
             image_size=(64, 32),
             patch_size=8,
@@ -91,9 +96,14 @@ class IVTConfig(TBPSConfig):
             num_attention_heads=4,
             intermediate_size=512,
             vocab_size=1000,
-            max_text_length=48,
+            max_text_length=64,
             tokenizer_name=None,
             layer_norm_eps=1e-6,
+            # from scratch: wider init so the class tokens depend on the input at step 0, and a small initial
+            # CMPM logit scale, so that CMPM does not first collapse every embedding to one vector (seen with
+            # 0.02 / 1.0 on ProcPEDES: loss pinned at the uniform value log-terms for 50+ steps)
+            initializer_range=0.1,
+            final_layer_norm_init=0.2,
             drop_path_rate=0.0,
             bias_lr_factor=1.0,
             decay_norm_and_bias=False,
@@ -125,6 +135,7 @@ class IVTConfig(TBPSConfig):
     attention_probs_dropout_prob: float | int = 0.0
     drop_path_rate: float | int = 0.0
     initializer_range: float = 0.02
+    final_layer_norm_init: float = 1.0
     use_bmm: bool = True
     mask_ratio: float | int = 0.3
     mask_ratio_sampling: str = "fixed"

@@ -261,7 +261,11 @@ class IVTPreTrainedModel(TBPSPreTrainedModel):
         elif isinstance(module, nn.Embedding):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
+            if module is getattr(self, "layernorm", None):
+                # scale of the output embeddings = CMPM logit scale at the start (see IVTConfig.final_layer_norm_init)
+                init.constant_(module.weight, self.config.final_layer_norm_init)
+            else:
+                init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, IVTImageEmbeddings):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
