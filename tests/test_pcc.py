@@ -341,14 +341,17 @@ def test_training_steps_reduce_loss():
     model.train()
     ids, mask, pixels, person_ids = make_batch(n=12, seed=3)
     optimizer = torch.optim.Adam(model.optimizer_param_groups(1e-3))
-    losses = []
+    losses, hits = [], []
     for _ in range(10):
         out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, person_ids=person_ids)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
         losses.append(out.loss.item())
+        # text→image retrieval on the batch: is the top image of each caption one of its identity?
+        hits.append((person_ids[out.logits_per_text.argmax(dim=1)] == person_ids).float().mean().item())
     assert losses[-1] < 0.8 * losses[0], losses
+    assert hits[0] < 0.5 and hits[-1] == 1.0, hits
 
 
 def test_save_load_auto_classes(tmp_path):
