@@ -332,6 +332,16 @@ def test_lora_targets_exist(model):
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     assert set(CFAMModel.lora_target_modules) <= names
     assert any(n.startswith("granularity_decoder.") and n.endswith("q_proj") for n, _ in model.named_modules())
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    lora = get_peft_model(CFAMModel(tiny_config()), LoraConfig(r=2, target_modules=CFAMModel.lora_target_modules))
+    trainable = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("vision_model" in n for n in trainable) and any("matcher" in n for n in trainable)
+    out = lora(**tiny_batch())
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in lora.named_parameters() if p.requires_grad and "lora_B" in n)
 
 
 # -------------------------------------------------------------------------------------------------- save / load
