@@ -12,11 +12,12 @@ Conventions for the corner cases: a query without a positive is skipped (and cou
 negative has PNR = 1; mean(s' of negatives) = 0 gives PNR = 1 (PNR = 0 if the positives' mean is 0 too);
 an ASP term with Σ_{i≤jₖ} s'ᵢ = 0 is 0. Values within 1e-3 outside ``similarity_range`` are clipped to it.
 
-How it is fast: only the ranks of the positives are needed, never a full sort. The positives of a query, put
-in rank order, are thresholds t₁ ≥ t₂ ≥ …; one ``searchsorted`` of every negative score against them and a
-per-row histogram give, for every positive, the number and the s'-sum of negatives ranked above it
-(exact ties are found with one comparison and resolved by gallery index). Everything is additive over
-gallery blocks, which is what the streaming variant uses.
+How it is fast: only the ranks of the positives are needed, never a full sort. Queries are grouped by their
+number of positives P; a positive's rank is 1 + (its rank among the positives, known from their scores) + the
+number of negatives ranked above it. For each of the P positives, three whole-block passes (``gt`` into a 0/1
+float mask, multiply with s − lo, ``eq``) and fast row sums give the number and the s'-sum of the negatives
+above it and flag exact ties, which are then resolved by gallery index on the few rows that have them. Everything
+is additive over gallery blocks, which is what the streaming variant uses.
 """
 
 from __future__ import annotations
@@ -152,12 +153,10 @@ class _QueryBlockState:
         self.pos_idx = pos_idx.gather(1, order)
         self.valid = valid.gather(1, order)
         self.lo, self.scale = lo, hi - lo
-        self.thr_asc = self.t.flip(1).contiguous()  # pads (-inf) first
         q, p = self.t.shape
         self.neg_count = torch.zeros(q, p, dtype=torch.float64)
         self.neg_sum = torch.zeros(q, p, dtype=torch.float64)
-        self.neg_raw_total = torch.zeros(q, dtype=torch.float64)  # Σ raw s over negatives
-        self.neg_seen = torch.zeros(q, dtype=torch.float64)  # number of negatives folded in
+        self.neg_total = torch.zeros(q, dtype=torch.float64)  # Σ s' over negatives
         self.pos_norm = self.normalize(self.t.double()).masked_fill(~self.valid, 0.0)
 
     def normalize(self, s: torch.Tensor) -> torch.Tensor:
@@ -175,40 +174,32 @@ class _QueryBlockState:
         if in_range is None:
             bmin, bmax = torch.aminmax(block)
             in_range = bmin.item() >= self.lo and bmax.item() <= self.lo + self.scale
+        # shifted = s - lo, clipped to [0, scale], once per block: non-negative terms, so its float32 sums keep
+        # their relative precision (sums of raw s would cancel); divided by scale in float64 when accumulated
+        shifted = torch.sub(block, self.lo)
         if not in_range:
-            block_sums = block.clamp(self.lo, self.lo + self.scale)  # s' is clipped to [0, 1]; ranks use raw s
-        else:
-            block_sums = block
-        # Σ s over negatives, from raw row sums (normalized once at the end: Σ s' = (Σ s - lo·n) / scale)
-        row_sum = block_sums.sum(1).double()  # float32 pairwise sums within a block are accurate enough
-        row_sum.index_put_((pos_rows,), -block_sums[pos_rows, pos_cols].double(), accumulate=True)
-        self.neg_raw_total += row_sum
-        self.neg_seen += block.shape[1]
-        self.neg_seen.index_put_((pos_rows,), torch.full_like(pos_rows, -1, dtype=torch.float64), accumulate=True)
-        # below every real threshold, above the -inf pads: lands in a bin never counted for a real positive
+            shifted.clamp_(0.0, self.scale)  # ranks still use the raw s
+        row_sum = shifted.sum(1).double()
+        row_sum.index_put_((pos_rows,), -shifted[pos_rows, pos_cols].double(), accumulate=True)
+        self.neg_total += row_sum / self.scale
+        # positives: below every threshold and equal to none, so every count below is over negatives only
         block[pos_rows, pos_cols] = torch.finfo(block.dtype).min
-        thr = self.thr_asc.to(block.dtype)
-        bucket = torch.searchsorted(thr, block)  # [q, g]: number of thresholds strictly below the score
-        counts = torch.zeros(q, p + 1, dtype=torch.float32)
-        counts.scatter_add_(1, bucket, torch.ones((), dtype=torch.float32).expand_as(bucket))
-        sums = torch.zeros(q, p + 1, dtype=block.dtype).scatter_add_(1, bucket, block_sums)
-        # negatives above the k-th positive (descending index k) are those with bucket >= p - k
-        above_counts = counts.double().flip(1).cumsum(1)[:, :p]  # [:, m] = number with bucket >= p - m
-        above_sums = sums.double().flip(1).cumsum(1)[:, :p]
-        self.neg_count += above_counts
-        self.neg_sum += (above_sums - self.lo * above_counts) / self.scale
-        # exact ties with a threshold: ranked above that positive only if the gallery index is lower
-        thr_ext = torch.cat([thr, torch.full((q, 1), math.inf, dtype=thr.dtype)], 1)
-        tie = block == thr_ext.gather(1, bucket)
-        if bool(tie.any()):
-            rows, cols = tie.nonzero(as_tuple=True)
-            for chunk in range(0, len(rows), 1 << 16):
-                r, c = rows[chunk : chunk + (1 << 16)], cols[chunk : chunk + (1 << 16)]
-                hit = (block[r, c][:, None] == self.t[r]) & ((c + g0)[:, None] < self.pos_idx[r]) & self.valid[r]
-                hit = hit.double()
-                self.neg_count.index_put_((r,), hit, accumulate=True)
-                s_norm = ((block_sums[r, c].double() - self.lo) / self.scale)[:, None]
-                self.neg_sum.index_put_((r,), hit * s_norm, accumulate=True)
+        thr = self.t.masked_fill(~self.valid, math.inf).to(block.dtype)  # pads: nothing is above them
+        mask = torch.empty_like(block)  # 0/1 in the block's dtype: its sums are fast, vectorized reductions
+        for k in range(p):
+            t_k = thr[:, k : k + 1]
+            # a few whole-block passes per positive (compare, multiply, compare) instead of a sort or histogram
+            count = torch.gt(block, t_k, out=mask).sum(1).double()
+            self.neg_count[:, k] += count
+            self.neg_sum[:, k] += mask.mul_(shifted).sum(1).double() / self.scale
+            # exact ties with t_k (rare): ranked above that positive only if the gallery index is lower
+            tied_rows = torch.eq(block, t_k, out=mask).sum(1).nonzero().squeeze(1)
+            if len(tied_rows):
+                cols = torch.arange(g0, g0 + block.shape[1])
+                hit = (block[tied_rows] == t_k[tied_rows]) & (cols < self.pos_idx[tied_rows, k : k + 1])
+                n_hit = hit.sum(1).double()
+                self.neg_count[tied_rows, k] += n_hit
+                self.neg_sum[tied_rows, k] += n_hit * self.pos_norm[tied_rows, k]
 
     def finish(self, num_gallery: int) -> dict[str, np.ndarray]:
         n = self.valid.sum(1).double()
@@ -225,8 +216,7 @@ class _QueryBlockState:
         asp = terms.masked_fill(~self.valid, 0.0).sum(1) / n
         pos_mean = self.pos_norm.sum(1) / n
         num_neg = num_gallery - n
-        neg_total = (self.neg_raw_total - self.lo * self.neg_seen) / self.scale
-        neg_mean = neg_total / num_neg.clamp(min=1.0)
+        neg_mean = self.neg_total / num_neg.clamp(min=1.0)
         x = torch.where(neg_mean > 0, pos_mean / neg_mean.clamp(min=1e-300), torch.where(pos_mean > 0, math.inf, 0.0))
         pnr = torch.where(num_neg > 0, 1.0 - torch.exp(-x), torch.ones_like(x))
         return {
@@ -275,16 +265,18 @@ def _run(
     skipped = num_queries - len(evaluated)
     if len(evaluated) == 0:
         raise ValueError(f"none of the {num_queries} queries has a positive (matching id) in the gallery")
-    # sort queries by positive count so each block pads to a similar width
+    # group queries by positive count: a block's positives then fill [q, P] without padding
     order = evaluated[np.argsort(n_pos[evaluated], kind="stable")]
+    group_starts = np.flatnonzero(np.diff(n_pos[order], prepend=-1))
+    group_ends = np.append(group_starts[1:], len(order))
     per_query: dict[str, list[np.ndarray]] = {"query_index": [], "first_positive_rank": [], "ap": [], "inp": [], "sd": []}
-    blocks = range(0, len(order), query_block_size)
+    blocks = [(b0, min(b0 + query_block_size, e)) for s, e in zip(group_starts, group_ends) for b0 in range(s, e, query_block_size)]
     if progress:
         from tqdm.auto import tqdm
 
         blocks = tqdm(blocks, desc="metrics", unit="query block")
-    for b0 in blocks:
-        rows = order[b0 : b0 + query_block_size]
+    for b0, b1 in blocks:
+        rows = order[b0:b1]
         pos_np, valid_np = positives.padded(qcodes[rows])
         pos_idx, valid = torch.from_numpy(pos_np), torch.from_numpy(valid_np)
         t = get_positive_scores(rows, pos_np, valid_np)
