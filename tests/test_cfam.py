@@ -37,6 +37,7 @@ def tiny_config(**overrides):
         decoder_num_heads=4, decoder_intermediate_size=64,
         vision_config=dict(tower, patch_size=8, image_size=64),
         text_config=dict(tower, pad_token_id=0, bos_token_id=2, eos_token_id=3),
+        global_loss_type="sdm", sdm_temperature=0.02,  # the paper's losses (the tiny preset uses InfoNCE globally)
     )
     values.update(overrides)
     return CFAMConfig.from_preset("tiny", **values)
@@ -300,7 +301,9 @@ def test_default_k_and_presets():
         assert cfg.new_module_lr_ratio == 5.0  # 5e-5 for the new modules
     assert CFAMConfig.from_preset("clip-b16").grid_size == (24, 8)
     assert CFAMConfig.from_preset("clip-l14").tokenizer_name == "openai/clip-vit-large-patch14"
-    assert CFAMConfig.from_preset("tiny").tokenizer_name is None
+    tiny = CFAMConfig.from_preset("tiny")
+    assert tiny.tokenizer_name is None and tiny.global_loss_type == "infonce"
+    assert CFAMConfig.from_preset("clip-b16").global_loss_type == "sdm"
 
 
 def test_optimizer_groups_and_steps_reduce_loss():
