@@ -253,3 +253,16 @@ def test_plots_write_pngs(tmp_path):
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="empty"):
         plot_sd_distribution([], tmp_path / "x.png")
+
+
+def test_parallel_query_blocks_match_reference_and_keep_thread_count(monkeypatch):
+    import tbps_hf.metrics.core as core
+
+    rng = np.random.default_rng(5)
+    sim = rng.integers(0, 5, size=(40, 30)).astype(np.float32) / 4 * 2 - 1  # many exact ties
+    qids, gids = rng.integers(0, 8, 40), rng.integers(0, 8, 30)
+    monkeypatch.setattr(core, "_BLOCK_ELEMENTS", 60)  # 2-row query blocks: many blocks for the worker threads
+    threads = torch.get_num_threads()
+    got = retrieval_metrics(sim, qids, gids, return_per_query=True)
+    assert torch.get_num_threads() == threads  # workers' one-thread setting does not leak to the caller
+    assert_same(got, reference_retrieval_metrics(sim, qids, gids))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,8 +34,9 @@ def streaming_retrieval_metrics(
 ) -> dict[str, Any]:
     """Same result as ``retrieval_metrics(similarity_fn(text_features, image_features), ...)``, computed in blocks.
 
-    Memory is O(query_block_size x gallery_block_size) plus the features; every gallery block is scored once per
-    query block. The positive pairs of a query block are scored once more (a ``[q, ≤ gallery_block_size]`` call)
+    Memory is O(query_block_size x gallery_block_size) per worker plus the features; every gallery block is scored
+    once per query block. With the default ``similarity_fn`` query blocks are processed by ``torch.get_num_threads()``
+    worker threads with one intra-op thread each; a given ``similarity_fn`` is called from the calling thread only. The positive pairs of a query block are scored once more (a ``[q, ≤ gallery_block_size]`` call)
     so each positive's score is read from one place (see ``core._QueryBlockState``).
 
     Args:
@@ -49,18 +51,21 @@ def streaming_retrieval_metrics(
         slice_fn, length_fn: how to slice / measure structured features (default:
             ``tbps_hf.modeling_utils.slice_features`` / ``features_length``).
     """
+    # a caller's similarity_fn (e.g. a model) is only ever called from this thread; the default dot product is
+    # called from parallel workers, one intra-op thread each (see core._run)
+    parallel = similarity_fn is None
     similarity_fn = similarity_fn or _dot
     slice_fn = slice_fn or slice_features
     length_fn = length_fn or features_length
     if query_block_size < 1 or gallery_block_size < 1:
         raise ValueError(f"block sizes must be >= 1, got {query_block_size} and {gallery_block_size}")
     num_queries, num_gallery = length_fn(text_features), length_fn(image_features)
-    cache: dict[str, Any] = {}
+    cache = threading.local()  # query blocks may be folded in parallel worker threads (default similarity_fn)
 
     def text_block(rows: np.ndarray) -> Features:
-        if cache.get("rows") is not rows:  # one slice per query block, reused for every gallery block
-            cache["rows"], cache["text"] = rows, slice_fn(text_features, torch.from_numpy(rows))
-        return cache["text"]
+        if getattr(cache, "rows", None) is not rows:  # one slice per query block, reused for every gallery block
+            cache.rows, cache.text = rows, slice_fn(text_features, torch.from_numpy(rows))
+        return cache.text
 
     def score(rows: np.ndarray, images: Features, what: str) -> torch.Tensor:
         with torch.no_grad():
@@ -95,5 +100,5 @@ def streaming_retrieval_metrics(
     return _run(
         get_block, get_positive_scores, query_ids, gallery_ids, num_queries, num_gallery, ks, similarity_range,
         query_block_size, gallery_block_size, return_per_query, check_blocks=True, name="similarity_fn output",
-        progress=progress,
+        progress=progress, parallel=parallel,
     )  # fmt: skip
