@@ -353,6 +353,9 @@ def retrieval_metrics(
     Returns:
         ``{"R@1", "R@5", "R@10", "mAP", "mINP", "mSD", "num_queries", "num_skipped_queries"}`` (+ ``"per_query"``).
         ``num_queries`` counts the evaluated queries; queries without a positive are skipped and counted.
+
+    Query blocks run on ``torch.get_num_threads()`` worker threads with one intra-op thread each; the caller's
+    thread setting is left as it was.
     """
     sim = _as_similarity(similarity)
     q, g = sim.shape
