@@ -128,19 +128,23 @@ def quickstart(
     return report
 
 
-def _calibrate(model: str, data_args, out: Path, seed: int, steps: int = 6) -> float:
-    """Seconds per optimizer step of the tiny preset on this machine, from a short throwaway run."""
+def _calibrate(model: str, data_args, out: Path, seed: int, steps: int = 8) -> float:
+    """Seconds per optimizer step of the tiny preset on this machine: median of a short throwaway run's steps
+    (the first two, which pay for allocations and warm-up, are left out)."""
     import shutil
+    import statistics
 
     from .training import ModelArguments, TrainingArguments, train
 
-    summary = train(
+    stamps: list[float] = []
+    train(
         ModelArguments(model=model, preset="tiny"),
         data_args,
         TrainingArguments(output_dir=str(out), seed=seed, max_steps=steps, report_to="none", logging_steps=steps),
+        step_callback=lambda step, logs: stamps.append(time.perf_counter()),
     )
     shutil.rmtree(out, ignore_errors=True)
-    return summary["train_seconds"] / summary["global_step"]
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
 def format_summary(report: dict) -> str:

@@ -1,10 +1,9 @@
 """Mean average precision (mAP) and mean inverse negative penalty (mINP) for text-to-image person retrieval, an `evaluate` module over `tbps_hf.metrics.retrieval_metrics`."""
 
-import datasets
 import evaluate
-import numpy as np
 
-from tbps_hf.metrics.core import retrieval_metrics
+from tbps_hf.metrics.modules import ROW_FEATURES
+from tbps_hf.metrics.modules import metrics_from_rows
 
 _DESCRIPTION = """
 Mean average precision (mAP) and mean inverse negative penalty (mINP) of text-to-image person retrieval. Each prediction is one query's row of similarities to the G gallery
@@ -43,21 +42,10 @@ class Map(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
-                }
-            ),
+            features=ROW_FEATURES,
             reference_urls=["https://arxiv.org/abs/2312.03441"],
         )
 
     def _compute(self, predictions, references, gallery_ids=None, ks=(1, 5, 10), similarity_range=(-1.0, 1.0)):
-        if gallery_ids is None:
-            raise ValueError("pass gallery_ids=<the person id of each gallery image> to compute()")
-        lengths = {len(row) for row in predictions}
-        if len(lengths) > 1:
-            raise ValueError(f"every prediction row must have one similarity per gallery image; got lengths {sorted(lengths)}")
-        similarity = np.asarray(predictions, dtype=np.float64).reshape(len(predictions), -1)
-        result = retrieval_metrics(similarity, np.asarray(references), np.asarray(gallery_ids), ks=ks, similarity_range=similarity_range)
+        result = metrics_from_rows(predictions, references, gallery_ids, ks, similarity_range)
         return {"mAP": result["mAP"], "mINP": result["mINP"]}
