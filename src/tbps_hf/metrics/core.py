@@ -187,11 +187,12 @@ class _QueryBlockState:
         # positives: below every threshold and equal to none, so every count below is over negatives only
         block[pos_rows, pos_cols] = torch.finfo(block.dtype).min
         thr = self.t.masked_fill(~self.valid, math.inf).to(block.dtype)  # pads: nothing is above them
+        count_dtype = torch.float64 if block.shape[1] >= 1 << 24 else None  # float32 counts exact below 2^24
         mask = torch.empty_like(block)  # 0/1 in the block's dtype: its sums are fast, vectorized reductions
         for k in range(p):
             t_k = thr[:, k : k + 1]
             # a few whole-block passes per positive (compare, multiply, compare) instead of a sort or histogram
-            count = torch.gt(block, t_k, out=mask).sum(1).double()
+            count = torch.gt(block, t_k, out=mask).sum(1, dtype=count_dtype).double()
             self.neg_count[:, k] += count
             self.neg_sum[:, k] += mask.mul_(shifted).sum(1).double() / self.scale
             # exact ties with t_k (rare): ranked above that positive only if the gallery index is lower
