@@ -27,8 +27,8 @@ def train_wordpiece_tokenizer(
 
     Args:
         captions: training captions (any iterable of str; empty strings are ignored).
-        vocab_size: upper bound on the vocabulary (special tokens and the character alphabet included); the trained
-            vocabulary can be smaller — read ``len(tokenizer)`` and put it in the model config.
+        vocab_size: target size of the vocabulary (special tokens and character pieces included; those are always
+            kept, so a tiny ``vocab_size`` can be exceeded) — read ``len(tokenizer)`` and put it in the model config.
         min_frequency: a word must occur at least this often to enter the vocabulary as a whole word.
         lowercase: BERT "uncased" normalization (lowercase + strip accents).
 
@@ -62,11 +62,8 @@ def train_wordpiece_tokenizer(
     characters = sorted({ch for word in counts for ch in word})
     pieces = [*characters, *(f"##{ch}" for ch in characters)]
     words = sorted((w for w, n in counts.items() if n >= min_frequency and len(w) > 1), key=lambda w: (-counts[w], w))
-    vocabulary = [*SPECIAL_TOKENS, *pieces, *words][:vocab_size]
-    if len(vocabulary) < len(SPECIAL_TOKENS) + len(pieces):
-        raise ValueError(
-            f"vocab_size={vocab_size} cannot hold the {len(pieces)} character pieces of these captions; raise it"
-        )
+    # Character pieces are always kept (nothing seen may become [UNK]); whole words fill the rest of vocab_size.
+    vocabulary = [*SPECIAL_TOKENS, *pieces, *words[: max(0, vocab_size - len(SPECIAL_TOKENS) - len(pieces))]]
 
     tokenizer = Tokenizer(
         models.WordPiece(
