@@ -225,6 +225,25 @@ def test_padding_does_not_change_text_features():
         assert torch.allclose(getattr(a, field), getattr(b, field), atol=1e-5)
 
 
+def test_embedding_batch_norm_switch():
+    # paper presets leave it off; the tiny preset (from scratch) turns it on
+    assert PCCConfig().embedding_batch_norm is False
+    assert PCCConfig.from_preset("rn50-bert").embedding_batch_norm is False
+    plain = build(embedding_batch_norm=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for n, m in plain.named_modules() if "backbone" not in n)
+    model = build(embedding_batch_norm=True).train()
+    ids, mask, pixels, _ = make_batch(n=8)
+    for features in (model.get_image_features(pixels), model.get_text_features(ids, mask)):
+        slots = torch.cat([features.global_embeds[:, None], features.coarse_embeds, features.fine_embeds], dim=1)
+        # every slot is centered and unit-variance per channel over the batch (BatchNorm in training mode)
+        assert torch.allclose(slots.mean(0), torch.zeros_like(slots[0]), atol=1e-4)
+        assert torch.allclose(slots.var(0, unbiased=False), torch.ones_like(slots[0]), atol=1e-2)
+    # eval mode uses the running statistics: one sample's features do not depend on the rest of the batch
+    model.eval()
+    alone = model.get_image_features(pixels[:1]).fine_embeds
+    assert torch.allclose(alone, model.get_image_features(pixels).fine_embeds[:1], atol=1e-5)
+
+
 def _losses(model, seed=0):
     ids, mask, pixels, person_ids = make_batch(seed=seed)
     return model(input_ids=ids, attention_mask=mask, pixel_values=pixels, person_ids=person_ids)
@@ -246,7 +265,8 @@ def test_switch_without_coarse_and_fine():
     assert out.loss_rank_coarse is not None and no_fine.decoder.part_tokens is None
     assert no_fine.config.similarity_range == (-5.0, 5.0)
 
-    baseline = build(use_coarse=False, use_fine=False).eval()  # Table 2 row 1: global embeddings only
+    # Table 2 row 1: global embeddings only (no embedding BatchNorm: its width depends on the slots, see below)
+    baseline = build(use_coarse=False, use_fine=False, embedding_batch_norm=False).eval()
     out = _losses(baseline)
     assert not hasattr(baseline, "decoder") and not hasattr(baseline, "image_encoder")
     assert baseline.config.similarity_range == (-1.0, 1.0)
@@ -256,7 +276,7 @@ def test_switch_without_coarse_and_fine():
     }
     assert out.logits_per_text.abs().max() <= 1.0 + 1e-5
     # the global branch is the same computation in every variant: with the full model's weights, same g
-    full = build().eval()
+    full = build(embedding_batch_norm=False).eval()
     state = {k: v for k, v in full.state_dict().items() if not k.startswith("classifier.")}
     missing, unexpected = baseline.load_state_dict(state, strict=False)
     assert missing == ["classifier.weight"] and any(k.startswith("decoder.") for k in unexpected)

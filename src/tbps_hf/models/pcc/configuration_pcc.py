@@ -65,6 +65,10 @@ class PCCConfig(TBPSConfig):
         (§4.1: image backbone 0.1; the text scale only matters when the text backbone is trained).
     ranking_reduction (`str`): "sum" over the batch as written in Eq. 9/12, or "mean".
     initializer_range (`float`): std of the normal init of the new layers.
+    embedding_batch_norm (`bool`): not in the paper (off by default): a BatchNorm1d per modality on every embedding
+        (g, C, F) before the losses and the similarity. Max-pooled ReLU features of a randomly initialized backbone
+        share one dominant direction (cosine ~0.98 between any two samples), from which the hardest-negative
+        ranking loss does not escape; centering across the batch removes it. For training from scratch.
 
     The similarity is a sum of `1 + D + P` cosines (Eq. 14), so `similarity_range` is derived:
     `(-n, n)` with `n = 1 + D·use_coarse + P·use_fine`.
@@ -150,6 +154,10 @@ class PCCConfig(TBPSConfig):
         # BERT carries no language, whereas the paper freezes a pretrained one. Backbones learn at the full rate.
         # Ranking losses are averaged over the batch: with Eq. 9's sum (64 anchors) the ranking gradient swamps
         # the ID loss and, from random init, the ID loss did not move in 100 steps on ProcPEDES (measured).
+        # embedding_batch_norm: from random init every embedding points the same way (cosine ~0.98 between any two
+        # samples) and the hardest-negative ranking losses sat at 2α with R@1 at chance (1 %, 240 steps, measured);
+        # batch-normalizing g / C / F centers them: 500 steps (lr 1e-3) → test R@1 85.9, R@5 99.3, mAP 84.8.
+        # All loss terms of Eq. 13 stay on.
         "tiny": dict(
             image_config={
                 "model_type": "resnet",
@@ -178,6 +186,7 @@ class PCCConfig(TBPSConfig):
             image_backbone_lr_scale=1.0,
             text_backbone_lr_scale=1.0,
             ranking_reduction="mean",
+            embedding_batch_norm=True,
             training_defaults=dict(
                 optimizer="adam",
                 learning_rate=1e-3,
@@ -211,6 +220,7 @@ class PCCConfig(TBPSConfig):
     text_backbone_lr_scale: float | int = 0.1
     ranking_reduction: str = "sum"
     initializer_range: float = 0.02
+    embedding_batch_norm: bool = False
 
     def __post_init__(self, **kwargs):
         if self.image_config is None:

@@ -265,6 +265,9 @@ class PCCModel(PCCPreTrainedModel):
         self.classifier = (
             SharedIdentityClassifier(d, config.num_identities, self.num_slots) if config.num_identities > 0 else None
         )
+        if config.embedding_batch_norm:  # opt-in (not in the paper), see PCCConfig.embedding_batch_norm
+            self.image_embedding_norm = nn.BatchNorm1d(self.num_slots * d)
+            self.text_embedding_norm = nn.BatchNorm1d(self.num_slots * d)
         self.post_init()
         if config.freeze_text_backbone:
             self.text_backbone.requires_grad_(False)
@@ -283,6 +286,17 @@ class PCCModel(PCCPreTrainedModel):
 
     def _empty(self, reference: torch.Tensor) -> torch.Tensor:
         return reference.new_zeros(reference.shape[0], 0, self.config.hidden_size)
+
+    def _normalize_slots(self, features: PCCFeatures, modality: str) -> PCCFeatures:
+        """With `embedding_batch_norm`: batch-normalize every embedding (each slot of g, C, F has its own statistics)."""
+        if not self.config.embedding_batch_norm:
+            return features
+        norm = self.image_embedding_norm if modality == "image" else self.text_embedding_norm
+        slots = self._slots(features)
+        n, k, d = slots.shape
+        slots = norm(slots.reshape(n, k * d)).reshape(n, k, d)
+        n_coarse = features.coarse_embeds.shape[1]
+        return PCCFeatures(slots[:, 0], slots[:, 1 : 1 + n_coarse], slots[:, 1 + n_coarse :])
 
     def _image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Backbone features `[B, h*w, C]` (row-major) and the grid (h, w)."""
@@ -315,7 +329,7 @@ class PCCModel(PCCPreTrainedModel):
         v = self.image_projection(tokens)  # [B, r, d]
         g = v.amax(dim=1)
         if not self.uses_decoder:
-            return PCCFeatures(g, self._empty(v), self._empty(v)), None
+            return self._normalize_slots(PCCFeatures(g, self._empty(v), self._empty(v)), "image"), None
         m = self.image_encoder(v, grid=grid)
         coarse, weights = self._decoder_for("image")(m)
         a_avg = weights.mean(dim=(1, 2))  # [B, r]: mean over heads and tokens (Eq. 5's A_avg)
@@ -326,7 +340,7 @@ class PCCModel(PCCPreTrainedModel):
             fine = F.adaptive_max_pool2d(fmap, (self.config.num_fine_parts, 1)).flatten(2).transpose(1, 2)
         if not self.config.use_coarse:
             coarse = self._empty(v)
-        return PCCFeatures(g, coarse, fine), a_avg.reshape(-1, grid[0], grid[1])
+        return self._normalize_slots(PCCFeatures(g, coarse, fine), "image"), a_avg.reshape(-1, grid[0], grid[1])
 
     def _encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> PCCFeatures:
         if attention_mask is None:
@@ -340,12 +354,12 @@ class PCCModel(PCCPreTrainedModel):
         padding = attention_mask == 0
         g = t.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(dim=1)  # GMP over the caption's tokens
         if not self.uses_decoder:
-            return PCCFeatures(g, self._empty(t), self._empty(t))
+            return self._normalize_slots(PCCFeatures(g, self._empty(t), self._empty(t)), "text")
         m = self.text_encoder(t, key_padding_mask=padding)
         decoder = self._decoder_for("text")
         coarse = decoder(m, padding)[0] if self.config.use_coarse else self._empty(t)
         fine = decoder(m, padding, part=True)[0] if self.config.use_fine else self._empty(t)  # Eq. 6
-        return PCCFeatures(g, coarse, fine)
+        return self._normalize_slots(PCCFeatures(g, coarse, fine), "text")
 
     # ------------------------------------------------------------------ retrieval interface
     def get_image_features(self, pixel_values: torch.Tensor) -> PCCFeatures:
