@@ -37,7 +37,8 @@ def tiny_config(**overrides):
         decoder_num_heads=4, decoder_intermediate_size=64,
         vision_config=dict(tower, patch_size=8, image_size=64),
         text_config=dict(tower, pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        global_loss_type="sdm", sdm_temperature=0.02,  # the paper's losses (the tiny preset uses InfoNCE globally)
+        global_loss_type="sdm", sdm_temperature=0.02,  # the paper's losses (the tiny preset uses InfoNCE globally
+        local_sdm_weight=1.0,  # and weighs local SDM 0.1)
     )
     values.update(overrides)
     return CFAMConfig.from_preset("tiny", **values)
@@ -185,7 +186,7 @@ def test_forward_terms_are_the_papers(model):
     assert out.id_labels[b:].tolist() == [cfg.num_identities] * (2 * b)
     assert out.loss_id.item() == pytest.approx(F.cross_entropy(out.id_logits, out.id_labels).item(), rel=1e-5)
 
-    total = out.loss_global_sdm + out.loss_local_sdm + out.loss_match + out.loss_id
+    total = out.loss_global_sdm + cfg.local_sdm_weight * out.loss_local_sdm + out.loss_match + out.loss_id
     assert out.loss.item() == pytest.approx(total.item(), rel=1e-6)
 
 
