@@ -37,6 +37,10 @@ class IVTConfig(TBPSConfig):
         embeddings, so this sets the initial logit scale (`~ sqrt(hidden_size) * value`). Pretrained backbones use
         1.0; from scratch a large scale drives CMPM to the collapsed uniform solution (all embeddings equal) before
         any alignment is learned, so the tiny preset starts small and lets training grow it.
+    embedding_batch_norm (`bool`): not in the paper (off by default; on in `tiny`): a BatchNorm1d per modality on the
+        output embeddings. From random init every class token points the same way (cosines near 1 between any two
+        samples), which leaves CMPM at its uniform value for hundreds of steps; centering per batch removes that
+        shared direction (PCC's tiny preset measured the same collapse). Pretrained backbones do not need it.
     use_bmm (`bool`): bidirectional mask modeling during training.
     mask_ratio (`float`): share of image patches and of text word tokens hidden from attention during training
         (paper §4.3, Fig. 5: best at 0.3).
@@ -104,6 +108,7 @@ class IVTConfig(TBPSConfig):
             # 0.02 / 1.0 on ProcPEDES: loss pinned at the uniform value log-terms for 50+ steps)
             initializer_range=0.1,
             final_layer_norm_init=0.2,
+            embedding_batch_norm=True,
             drop_path_rate=0.0,
             bias_lr_factor=1.0,
             decay_norm_and_bias=False,
@@ -136,6 +141,7 @@ class IVTConfig(TBPSConfig):
     drop_path_rate: float | int = 0.0
     initializer_range: float = 0.02
     final_layer_norm_init: float = 1.0
+    embedding_batch_norm: bool = False
     use_bmm: bool = True
     mask_ratio: float | int = 0.3
     mask_ratio_sampling: str = "fixed"

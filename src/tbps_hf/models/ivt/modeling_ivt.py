@@ -267,6 +267,9 @@ class IVTPreTrainedModel(TBPSPreTrainedModel):
             else:
                 init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm1d):  # the opt-in embedding BatchNorm: same initial scale as above
+            init.constant_(module.weight, self.config.final_layer_norm_init)
+            init.zeros_(module.bias)
         elif isinstance(module, IVTImageEmbeddings):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
@@ -296,6 +299,10 @@ class IVTModel(IVTPreTrainedModel):
         rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
         self.layers = nn.ModuleList(IVTLayer(config, rate) for rate in rates)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.embedding_batch_norm:  # opt-in, not in the paper: see IVTConfig.embedding_batch_norm
+            self.embedding_norm = nn.ModuleDict(
+                {m: nn.BatchNorm1d(config.hidden_size) for m in ("image", "text")}
+            )
         self.post_init()
 
     # -- encoders ------------------------------------------------------------------------------------------------
@@ -303,7 +310,10 @@ class IVTModel(IVTPreTrainedModel):
     def _encode(self, hidden_states: torch.Tensor, modality: str, key_mask: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layers:
             hidden_states = layer(hidden_states, modality, key_mask)
-        return self.layernorm(hidden_states[:, 0])
+        embeds = self.layernorm(hidden_states[:, 0])
+        if self.config.embedding_batch_norm:
+            embeds = self.embedding_norm[modality](embeds)
+        return embeds
 
     def _image_forward(self, pixel_values: torch.Tensor, bmm: bool):
         masked = keep_index = None
