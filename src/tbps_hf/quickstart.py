@@ -27,9 +27,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train_minutes",
         type=float,
-        default=5.5,
+        default=6.5,
         help="Training budget: a few timed calibration steps set the number of steps (and the learning-rate "
-        "schedule) to fit it, capped at the preset's epochs (default 5.5, so the whole job fits in 10 minutes).",
+        "schedule) to fit it, capped at the preset's epochs (default 6.5, so the whole job fits in 10 minutes).",
     )
     parser.add_argument(
         "--dataset_options", default=None, help='JSON of ProcPEDES options, e.g. \'{"num_train_identities": 800}\'.'
@@ -55,7 +55,7 @@ def quickstart(
     out: str | Path = "runs/quickstart",
     seed: int = 0,
     num_train_epochs: float | None = None,
-    train_minutes: float | None = 5.5,
+    train_minutes: float | None = 6.5,
     dataset_options: str | None = None,
 ) -> dict:
     from .data import EvaluationView, load_tbps_dataset
