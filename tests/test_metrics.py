@@ -89,7 +89,7 @@ def test_gallery_permutation_invariance(problem, rnd):
     rnd.shuffle(perm)
     a = retrieval_metrics(sim, qids, gids)
     b = retrieval_metrics(sim[:, perm], qids, gids[perm])
-    assert_same(a, b, msd_atol=1e-5)
+    assert_same(a, b, msd_atol=1e-4)  # mSD sums are float32 per block: rounding depends on the column order
 
 
 def test_reference_script_depends_on_gallery_order():

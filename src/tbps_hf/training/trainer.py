@@ -124,7 +124,15 @@ def _apply_lora(model, args: TrainingArguments):
     targets = getattr(model, "lora_target_modules", None)
     if not targets:
         raise TrainingError(f"{type(model).__name__} declares no lora_target_modules; --lora_r is not supported")
-    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets)
+    # BatchNorm running statistics change during training too: save those modules with the adapter.
+    norms = [name for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=norms or None,
+    )
     return get_peft_model(model, config)
 
 
