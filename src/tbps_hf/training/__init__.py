@@ -24,11 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     model_args, data_args, training_args = parse_args(argv)
     summary = train(model_args, data_args, training_args)
     if summary.get("metrics"):
-        print(json_dumps(summary))
+        import json
+
+        print(json.dumps(summary, indent=2))
     return 0
-
-
-def json_dumps(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=2)

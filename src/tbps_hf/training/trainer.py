@@ -433,10 +433,8 @@ def _evaluate(model, processor, split, out_dir: Path, args: TrainingArguments) -
 
 
 def _write_card(output_dir: Path, model_args, data_args, summary: dict) -> None:
-    try:
-        from ..model_card import write_model_card
-    except ImportError:  # the card writer is optional for training
-        return
+    from ..model_card import write_model_card
+
     write_model_card(
         output_dir,
         method=model_args.model,
