@@ -506,3 +506,21 @@ def test_full_presets_forward():
         assert torch.isfinite(out.loss) and out.logits_per_text.abs().max() <= 9
         assert not any(p.requires_grad for p in model.text_backbone.parameters())
         del model
+
+
+def test_attention_is_finite_under_float16_autocast():
+    # max-pooled ResNet features of a fresh backbone reach hundreds: q·k then overflows float16 unless upcast
+    from tbps_hf.models.pcc.modeling_pcc import PCCAttention
+
+    torch.manual_seed(0)
+    attention = PCCAttention(hidden_size=256, num_heads=2).eval()
+    memory = 300 * torch.rand(2, 12, 256)
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[1, 8:] = True
+    reference, reference_weights = attention(memory, memory, mask)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out, weights = attention(memory, memory, mask)
+    assert torch.isfinite(out).all() and weights.dtype == torch.float32
+    assert torch.allclose(weights, reference_weights, atol=1e-2)
+    assert torch.nn.functional.cosine_similarity(out.float().flatten(1), reference.flatten(1)).min() > 0.999
+    assert weights[1, :, :, 8:].abs().max() == 0  # padded keys still ignored

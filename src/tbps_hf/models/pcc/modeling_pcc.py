@@ -108,11 +108,14 @@ class PCCAttention(nn.Module):
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(memory))
         v = self._heads(self.v_proj(memory))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        weights = scores.softmax(dim=-1)
-        out = self.dropout(weights) @ v
+        # Logits and softmax in float32 even under fp16 autocast: q·k of un-normalized backbone features (max-pooled
+        # ResNet maps reach hundreds) overflows float16's 65504 and the whole similarity turns NaN.
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            scores = q.float() @ k.float().transpose(-1, -2) / math.sqrt(self.head_dim)
+            if key_padding_mask is not None:
+                scores = scores.masked_fill(key_padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
+        out = self.dropout(weights).to(v.dtype) @ v
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
         return self.out_proj(out), weights
 
