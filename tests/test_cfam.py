@@ -39,6 +39,7 @@ def tiny_config(**overrides):
         text_config=dict(tower, pad_token_id=0, bos_token_id=2, eos_token_id=3),
         global_loss_type="sdm", sdm_temperature=0.02,  # the paper's losses (the tiny preset uses InfoNCE globally
         local_sdm_weight=1.0,  # and weighs local SDM 0.1)
+        embedding_batch_norm=False,  # the paper's model (the tiny preset centers embeddings; tested on its own)
     )
     values.update(overrides)
     return CFAMConfig.from_preset("tiny", **values)
@@ -303,8 +304,37 @@ def test_default_k_and_presets():
     assert CFAMConfig.from_preset("clip-b16").grid_size == (24, 8)
     assert CFAMConfig.from_preset("clip-l14").tokenizer_name == "openai/clip-vit-large-patch14"
     tiny = CFAMConfig.from_preset("tiny")
-    assert tiny.tokenizer_name is None and tiny.global_loss_type == "infonce"
+    assert tiny.tokenizer_name is None and tiny.global_loss_type == "infonce" and tiny.embedding_batch_norm
     assert CFAMConfig.from_preset("clip-b16").global_loss_type == "sdm"
+    assert not CFAMConfig.from_preset("clip-b16").embedding_batch_norm and not CFAMConfig().embedding_batch_norm
+
+
+def test_embedding_batch_norm_switch():
+    batch = tiny_batch(batch=8)
+    batch["person_ids"] = torch.arange(8) % 4
+    plain = CFAMModel(tiny_config())
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.modules())
+    model = CFAMModel(tiny_config(embedding_batch_norm=True)).train()
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    model.config.embedding_batch_norm = False  # the same weights without the norms → the raw embeddings
+    raw = model(**batch)
+    model.config.embedding_batch_norm = True
+    # training mode: every channel of the global and the granularity embeddings is standardized over the batch
+    for name in ("image_embeds", "text_embeds", "image_granularity_embeds", "text_granularity_embeds"):
+        x = getattr(raw, name).flatten(1)
+        expected = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+        assert torch.allclose(getattr(out, name).flatten(1), expected, atol=1e-4), name
+        assert getattr(out, name).flatten(1).mean(0).abs().max() < 1e-4
+    # eval mode: running statistics, so one sample's embedding does not depend on the rest of the batch
+    model.eval()
+    pixels = batch["pixel_values"]
+    assert torch.allclose(model.get_image_features(pixels[:1]), model.get_image_features(pixels)[:1], atol=1e-5)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert torch.allclose(model.get_text_features(ids[:2], mask[:2]), model.get_text_features(ids, mask)[:2], atol=1e-5)
+    # without a decoder (both local terms off) only the global norms exist
+    no_decoder = CFAMModel(tiny_config(embedding_batch_norm=True, use_local_sdm=False, use_matcher=False))
+    assert not hasattr(no_decoder, "image_granularity_norm") and hasattr(no_decoder, "image_embedding_norm")
 
 
 def test_optimizer_groups_and_steps_reduce_loss():
@@ -476,6 +506,7 @@ def test_from_backbones_local_clip(tmp_path):
     model = CFAMModel.from_backbones(path, preset="tiny", image_size=(32, 32), max_text_length=40, num_identities=3)
     model.eval()
     assert model.config.tokenizer_name == str(path) and model.config.projection_dim == 24
+    assert not model.config.embedding_batch_norm  # a from-scratch aid; the tiny preset has it on
     assert model.text_model.embeddings.position_embedding.weight.shape == (40, 32)
     ids = torch.tensor([[97, 5, 6, 7, 98, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0]])

@@ -261,7 +261,7 @@ class CFAMPreTrainedModel(TBPSPreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, CFAMMatcher):
@@ -314,6 +314,13 @@ class CFAMModel(CFAMPreTrainedModel):
             self.id_classifier = nn.Linear(id_hidden, config.num_identities + 1)  # last class = "unmatched"
         else:
             self.id_mlp = self.id_classifier = None
+        if config.embedding_batch_norm:  # opt-in (not in the paper), see CFAMConfig.embedding_batch_norm
+            self.image_embedding_norm = nn.BatchNorm1d(config.projection_dim)
+            self.text_embedding_norm = nn.BatchNorm1d(config.projection_dim)
+            if config.uses_decoder:
+                k_by_d = config.num_granularity_queries * config.decoder_hidden_size
+                self.image_granularity_norm = nn.BatchNorm1d(k_by_d)
+                self.text_granularity_norm = nn.BatchNorm1d(k_by_d)
         self.post_init()
 
     # ----- towers -------------------------------------------------------------------------------------------------
@@ -324,7 +331,7 @@ class CFAMModel(CFAMPreTrainedModel):
         # CLIP applies post_layernorm + projection to the class token only; all tokens get them here (as in IRRA)
         # so the decoder reads embeddings in the same space as the global one.
         tokens = self.visual_projection(self.vision_model.post_layernorm(hidden))
-        return tokens[:, 0], tokens
+        return self._batch_norm(tokens[:, 0], "image_embedding_norm"), tokens
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -342,7 +349,14 @@ class CFAMModel(CFAMPreTrainedModel):
         hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         tokens = self.text_projection(hidden)  # last_hidden_state is already final-layer-normed
         last = (attention_mask.long().sum(dim=1) - 1).clamp(min=0)
-        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last], tokens
+        pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+        return self._batch_norm(pooled, "text_embedding_norm"), tokens
+
+    def _batch_norm(self, embeds: torch.Tensor, norm_name: str) -> torch.Tensor:
+        """With `embedding_batch_norm`: `[B, ...]` batch-normalized over the flattened trailing dims; else unchanged."""
+        if not self.config.embedding_batch_norm:
+            return embeds
+        return getattr(self, norm_name)(embeds.flatten(1)).view_as(embeds)
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Global image embeddings `[B, projection_dim]` (not normalized; `similarity` normalizes)."""
@@ -357,12 +371,12 @@ class CFAMModel(CFAMPreTrainedModel):
     def image_granularity(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """`[B, L, P]` → `[B, K, D]`."""
         decoder = self.granularity_decoder if self.config.share_decoder else self.image_decoder
-        return decoder(self.granularity_queries, image_tokens)
+        return self._batch_norm(decoder(self.granularity_queries, image_tokens), "image_granularity_norm")
 
     def text_granularity(self, text_tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """`[B, L, P]` → `[B, K, D]`; padding tokens are not attended."""
         decoder = self.granularity_decoder if self.config.share_decoder else self.text_decoder
-        return decoder(self.granularity_queries, text_tokens, attention_mask)
+        return self._batch_norm(decoder(self.granularity_queries, text_tokens, attention_mask), "text_granularity_norm")
 
     @staticmethod
     def local_similarity(image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:
@@ -507,7 +521,7 @@ class CFAMModel(CFAMPreTrainedModel):
         "openai/clip-vit-base-patch16" or a local folder saved with `CLIPModel.save_pretrained`.
 
         Without `config`, the tower sizes come from the checkpoint and the rest from `preset` (+ overrides), with
-        `tokenizer_name=clip`. The text position table is stretched to `max_text_length` (`extend_text_positions`)
+        `tokenizer_name=clip` and `embedding_batch_norm=False`. The text position table is stretched to `max_text_length` (`extend_text_positions`)
         and the square vision position grid is resized to the crop's patch grid (`resize_vision_positions`).
         """
         clip_model = CLIPModel.from_pretrained(clip)
@@ -519,6 +533,7 @@ class CFAMModel(CFAMPreTrainedModel):
                 projection_dim=clip_config.projection_dim,
                 vocab_size=clip_config.text_config.vocab_size,
                 tokenizer_name=str(clip),
+                embedding_batch_norm=False,  # a from-scratch aid (tiny preset); pretrained towers do not need it
             )
             overrides.update(config_overrides)
             config = CFAMConfig.from_preset(preset, **overrides)
