@@ -131,6 +131,25 @@ def test_unknown_names_list_the_valid_ones(tmp_path, cache_dir):
         train(model_args, DataArguments(dataset="nope"), training_args)
 
 
+def test_config_overrides_reach_the_saved_model_and_bad_ones_are_named(tmp_path, cache_dir):
+    model_args, data_args, training_args = _args(tmp_path / "ablation", cache_dir, model="pcc", max_steps=1)
+    model_args.config_overrides = '{"use_cmr": false, "num_fine_parts": 2}'
+    summary = train(model_args, data_args, training_args)
+    saved = json.loads((tmp_path / "ablation" / "config.json").read_text())
+    assert saved["use_cmr"] is False and saved["num_fine_parts"] == 2
+    assert summary["config_overrides"] == {"use_cmr": False, "num_fine_parts": 2}
+
+    def refused(overrides, match, **model_fields):
+        with pytest.raises(ValueError, match=match):
+            train(ModelArguments(model="pcc", config_overrides=overrides, **model_fields), data_args, training_args)
+
+    refused('{"use_cmrr": false}', r"PCCConfig has no field 'use_cmrr' \(did you mean 'use_cmr'")
+    refused("use_cmr=false", "--config_overrides is not valid JSON")
+    refused('["use_cmr"]', "--config_overrides must be a JSON object")
+    refused('{"num_identities": 3}', "num_identities is set from the data")
+    refused('{"use_cmr": false}', "cannot change a saved model", model_name_or_path=str(tmp_path / "ablation"))
+
+
 def test_lora_adapter_is_saved_and_loads(tmp_path, cache_dir):
     from peft import PeftModel
     from transformers import AutoModel, AutoProcessor

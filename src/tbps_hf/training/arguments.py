@@ -20,6 +20,16 @@ class ModelArguments:
         default=None,
         metadata={"help": "Start from a saved tbps-hf model folder (or hub id) instead of a fresh preset."},
     )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON of config fields to change on the preset, e.g. \'{"use_cmr": false}\' (pcc ablation) or '
+            '\'{"share_decoder": false}\' (cfam). Only with a fresh preset, not with --model_name_or_path.'
+        },
+    )
+
+    def parsed_config_overrides(self) -> dict:
+        return _json_object(self.config_overrides, "--config_overrides")
 
 
 @dataclass
@@ -41,15 +51,7 @@ class DataArguments:
     )
 
     def parsed_dataset_options(self) -> dict:
-        if not self.dataset_options:
-            return {}
-        try:
-            options = json.loads(self.dataset_options)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--dataset_options is not valid JSON ({err}): {self.dataset_options!r}") from None
-        if not isinstance(options, dict):
-            raise ValueError(f"--dataset_options must be a JSON object, got {self.dataset_options!r}")
-        return options
+        return _json_object(self.dataset_options, "--dataset_options")
 
 
 @dataclass
@@ -123,3 +125,16 @@ def parse_args(argv: list[str] | None = None):
     )
     parser.prog = "train.py"
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def _json_object(text: str | None, argument: str) -> dict:
+    """Parse a command-line JSON object (empty → {}); errors name the argument."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{argument} is not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{argument} must be a JSON object, got {text!r}")
+    return value

@@ -7,6 +7,7 @@ the retrieval evaluation is not a per-batch metric.
 
 from __future__ import annotations
 
+import difflib
 import json
 from contextlib import nullcontext
 import logging
@@ -144,6 +145,19 @@ def _flat_hparams(*dataclasses_) -> dict[str, Any]:
     return out
 
 
+def _check_config_overrides(config, overrides: dict) -> None:
+    """Unknown field names in --config_overrides would be stored and silently ignored; name them instead."""
+    known = set(config.to_dict())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        hints = [f"{name!r} (did you mean {', '.join(map(repr, close))}?)" if (close := difflib.get_close_matches(name, known, 2))
+                 else repr(name) for name in unknown]
+        raise ValueError(f"--config_overrides: {type(config).__name__} has no field {', '.join(hints)}")
+    for name in ("vocab_size", "num_identities"):
+        if name in overrides:
+            raise ValueError(f"--config_overrides: {name} is set from the data (tokenizer / training identities)")
+
+
 def train(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -162,8 +176,12 @@ def train(
 
     start_time = time.perf_counter()
     method = get_method(model_args.model)  # unknown names list the valid ones
+    config_overrides = model_args.parsed_config_overrides()
     if model_args.model_name_or_path is None:
-        method.config_class.from_preset(model_args.preset)  # fail fast on an unknown preset, before any data work
+        # fail fast on an unknown preset or config field, before any data work
+        _check_config_overrides(method.config_class.from_preset(model_args.preset), config_overrides)
+    elif config_overrides:
+        raise ValueError("--config_overrides applies to a fresh preset; it cannot change a saved model's config")
     output_dir = Path(args.output_dir)
     checkpoint = _resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
 
@@ -199,7 +217,7 @@ def train(
     elif model_args.model_name_or_path:
         processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
     else:
-        config = method.config_class.from_preset(model_args.preset)
+        config = method.config_class.from_preset(model_args.preset, **config_overrides)
         if is_main:
             method.processor_class.from_config(config, captions=pairs.captions).save_pretrained(init_processor_dir)
         accelerator.wait_for_everyone()
@@ -213,7 +231,8 @@ def train(
             )
     else:
         config = method.config_class.from_preset(
-            model_args.preset, vocab_size=len(processor.tokenizer), num_identities=pairs.num_identities
+            model_args.preset,
+            **{**config_overrides, "vocab_size": len(processor.tokenizer), "num_identities": pairs.num_identities},
         )
         if config.tokenizer_name is not None:
             config.vocab_size = max(config.vocab_size, len(processor.tokenizer))
@@ -387,6 +406,7 @@ def train(
     summary: dict[str, Any] = {
         "model": model_args.model,
         "preset": model_args.preset,
+        "config_overrides": config_overrides,
         "dataset": data_args.dataset,
         "world_size": accelerator.num_processes,
         "global_step": global_step,
