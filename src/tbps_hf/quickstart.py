@@ -173,7 +173,7 @@ def _report_markdown(report: dict) -> str:
     return f"""# tbps quickstart report — {report['model']} (tiny) on ProcPEDES
 
 Total {report['total_seconds']:.0f} s on this machine: data {report['data_seconds']:.0f} s, training
-{report['train_seconds']:.0f} s ({report['global_step']} steps, {report['epochs']} epochs){' — ' + report['stopped_early'] if report['stopped_early'] else ''}.
+{report['train_seconds']:.0f} s ({report['global_step']} steps, {report['epochs']:.1f} epochs){' — ' + report['stopped_early'] if report['stopped_early'] else ''}.
 The trained model and processor are in `{report['model_dir']}` (load them with `AutoModel.from_pretrained` /
 `AutoProcessor.from_pretrained` after `import tbps_hf`).
 
