@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from transformers import AutoConfig, AutoModel, AutoProcessor, BatchFeature
 
 from tbps_hf.configuration_utils import TBPSConfig
@@ -148,6 +148,32 @@ def test_batched_encoding_equals_one_shot(structured):
     assert features_equal(t, t_ref) and features_equal(i, i_ref)
     # Any indexable sequence of paths works too (a lazy view need not be a list).
     assert features_equal(encode_images(model, processor, tuple(images), batch_size=100, progress=False), i_ref)
+
+
+def test_prefetching_threads_keep_order_and_surface_errors(tmp_path):
+    import threading
+
+    model, processor = make_model(structured=True)
+    images = random_images(23)
+    plain = encode_images(model, processor, images, batch_size=4, progress=False, num_workers=0)
+    assert features_equal(encode_images(model, processor, images, batch_size=4, progress=False, num_workers=3), plain)
+    # a lazy datasets-backed view (decoded on access, from the preparing threads)
+    import datasets
+
+    from tbps_hf.data.views import LazyImages
+
+    table = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    lazy = encode_images(model, processor, LazyImages(table), batch_size=4, progress=False, num_workers=3)
+    assert features_equal(lazy, plain)
+    # an unreadable file in a later batch: the error names it, and the preparing threads are stopped
+    good, bad = tmp_path / "ok.png", tmp_path / "broken.png"
+    images[0].save(good)
+    bad.write_bytes(b"not an image")
+    with pytest.raises(UnidentifiedImageError, match="broken.png"):
+        encode_images(model, processor, [good] * 9 + [bad] + [good] * 9, batch_size=2, progress=False, num_workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tbps-prepare")]
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        encode_images(model, processor, images, progress=False, num_workers=-1)
 
 
 def test_encoding_restores_training_mode_and_rejects_empty():

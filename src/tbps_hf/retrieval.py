@@ -11,7 +11,9 @@ import dataclasses
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,24 +60,54 @@ def load_image(image: Any) -> Image.Image:
     raise TypeError(f"Expected a PIL image, a path or a numpy array, got {type(image).__name__}")
 
 
-def _encode(model, batches: Iterable, num_items: int, progress: bool, desc: str, fn) -> Features:
+def _encode(model, batches: Iterable, num_items: int, progress: bool, desc: str, prepare, run, num_workers=0) -> Features:
+    """``prepare(batch)`` → model inputs (host side), ``run(inputs)`` → features; with ``num_workers`` the next
+    batches are prepared in threads while the model runs on the current one."""
     was_training = model.training
     model.eval()
     chunks = []
+    prepared = _prefetched(prepare, batches, num_workers) if num_workers else ((len(b), prepare(b)) for b in batches)
     try:
         with torch.inference_mode(), tqdm(total=num_items, desc=desc, unit="item", disable=not progress) as bar:
-            for batch in batches:
+            for size, inputs in prepared:
                 # Keep results on CPU: galleries can be much larger than the accelerator's spare memory.
-                chunks.append(map_features(fn(batch), lambda t: t.detach().to("cpu")))
-                bar.update(len(batch))
+                chunks.append(map_features(run(inputs), lambda t: t.detach().to("cpu")))
+                bar.update(size)
     finally:
+        prepared.close()  # stops the prefetching threads when the model raised
         model.train(was_training)
     return cat_features(chunks)
 
 
+def _prefetched(prepare, batches: Iterable, num_workers: int):
+    """Yield ``(len(batch), prepare(batch))`` in order, keeping up to ``2 * num_workers`` batches in preparation.
+
+    Threads rather than DataLoader processes: PIL decoding/resizing releases the GIL, nothing has to be pickled
+    (lazy dataset views, in-memory images), and errors surface in order with their original traceback.
+    """
+    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="tbps-prepare")
+    pending: deque = deque()
+    try:
+        for batch in batches:
+            pending.append((len(batch), pool.submit(prepare, batch)))
+            if len(pending) > 2 * num_workers:
+                size, future = pending.popleft()
+                yield size, future.result()
+        while pending:
+            size, future = pending.popleft()
+            yield size, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ranges(num_items: int, batch_size: int):
+    for start in range(0, num_items, batch_size):
+        yield range(start, min(start + batch_size, num_items))
+
+
 def _batches(items: Sequence, batch_size: int):
-    for start in range(0, len(items), batch_size):
-        yield [items[i] for i in range(start, min(start + batch_size, len(items)))]
+    for positions in _ranges(len(items), batch_size):
+        yield [items[i] for i in positions]
 
 
 def encode_texts(
@@ -99,13 +131,16 @@ def encode_texts(
     device = _model_device(model, device)
     model.to(device)
 
-    def fn(batch):
-        inputs = processor(text=list(batch), return_tensors="pt")
+    def prepare(batch):
+        return processor(text=list(batch), return_tensors="pt")
+
+    def run(inputs):
         return model.get_text_features(
             input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
         )
 
-    return _encode(model, _batches(texts, batch_size), len(texts), progress, "Encoding texts", fn)
+    # Tokenizing is cheap, and fast tokenizers must not be called from several threads at once: no prefetch here.
+    return _encode(model, _batches(texts, batch_size), len(texts), progress, "Encoding texts", prepare, run)
 
 
 def encode_images(
@@ -115,8 +150,12 @@ def encode_images(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
+    num_workers: int | None = None,
 ) -> Features:
     """Encode person crops (PIL images, paths or arrays; any indexable sequence, e.g. a lazy view) in batches.
+
+    ``num_workers``: threads that load and preprocess the next batches while the model runs (``None``: 4 when the
+    model runs on an accelerator, 0 on CPU, where those threads would compete with the model for the cores).
 
     Returns the features of all ``images`` (a ``[N, d]`` tensor or the model's feature structure) on CPU.
     """
@@ -127,11 +166,20 @@ def encode_images(
     device = _model_device(model, device)
     model.to(device)
 
-    def fn(batch):
-        inputs = processor(images=[load_image(im) for im in batch], return_tensors="pt")
-        return model.get_image_features(pixel_values=inputs["pixel_values"].to(device))
+    if num_workers is None:
+        num_workers = 0 if device.type == "cpu" else 4
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
-    return _encode(model, _batches(images, batch_size), len(images), progress, "Encoding images", fn)
+    def prepare(positions: range):  # reading the items here too: a lazy dataset view decodes on access
+        return processor(images=[load_image(images[i]) for i in positions], return_tensors="pt")["pixel_values"]
+
+    def run(pixel_values):
+        return model.get_image_features(pixel_values=pixel_values.to(device, non_blocking=True))
+
+    return _encode(
+        model, _ranges(len(images), batch_size), len(images), progress, "Encoding images", prepare, run, num_workers
+    )
 
 
 def _is_features(obj: Any) -> bool:
