@@ -7,14 +7,17 @@
     tbps verify --dataset NAME --data_dir D             compare split sizes with the published ones
     tbps demo --model DIR --gallery FOLDER              Gradio search over a folder of person crops
 
-Each subcommand's module is imported only when it runs, so `tbps --help` stays fast.
+Each subcommand's module is imported only when it runs, so `tbps --help` stays fast. Errors caused by the input
+print one `tbps <command>: error: …` line and exit with status 1 (`TBPS_TRACEBACK=1` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import Any, Callable
 
 # subcommand → (module, parser configurator, runner, one-line help)
 SUBCOMMANDS = {
@@ -44,6 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_user_errors(prog: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)``; an error caused by the input (bad argument, missing file, unusable data, a stopped run)
+    becomes one ``prog: error: …`` line on stderr and exit status 1 instead of a traceback. ``TBPS_TRACEBACK=1``
+    re-raises, for debugging."""
+    from datasets.exceptions import ManualDownloadError
+
+    from .training.trainer import TrainingError
+
+    try:
+        return fn(*args)
+    except (ValueError, FileNotFoundError, ManualDownloadError, TrainingError) as err:
+        if os.environ.get("TBPS_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {err}\n(set TBPS_TRACEBACK=1 for the full traceback)", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
@@ -67,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     import tbps_hf  # noqa: F401  (register the models before any Auto class is used)
 
-    return int(getattr(mod, run)(args) or 0)
+    return int(report_user_errors(f"tbps {name}", getattr(mod, run), args) or 0)
 
 
 if __name__ == "__main__":
