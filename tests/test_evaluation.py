@@ -58,6 +58,7 @@ def test_evaluate_model_matches_metric_core_and_writes_files(tmp_path, structure
 
     names = {p.name for p in tmp_path.iterdir()}
     assert {"metrics.json", "cmc.png", "sd_distribution.png", "retrieval_grid.png"} <= names
+    assert "attention_maps.png" not in names  # this model has no attention maps (the interface's default: None)
     for png in ("cmc.png", "sd_distribution.png", "retrieval_grid.png"):
         with Image.open(tmp_path / png) as im:
             assert im.format == "PNG" and im.size[0] > 100
@@ -235,3 +236,7 @@ def test_tbps_evaluate_with_ivt_tiny(tmp_path, capsys):
     assert metrics["model"]["model_type"] == "ivt" and metrics["streaming"] is True
     assert metrics["num_gallery"] == 6 and metrics["overall"]["num_queries"] == 12
     assert 0 <= metrics["overall"]["R@1"] <= metrics["overall"]["R@5"] <= metrics["overall"]["R@10"] == 100.0
+    # IVT has attention maps: drawn for the grid's top-1 hits next to the other plots
+    assert metrics["files"]["attention_maps"] == str(out / "attention_maps.png")
+    with Image.open(out / "attention_maps.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100

@@ -110,7 +110,8 @@ def evaluate_model(
             ``query_groups``).
         batch_size: images / captions per forward pass.
         device: where to run the model (default: where it is).
-        output_dir: when given, write ``metrics.json``, ``cmc.png``, ``sd_distribution.png``, ``retrieval_grid.png``.
+        output_dir: when given, write ``metrics.json``, ``cmc.png``, ``sd_distribution.png``, ``retrieval_grid.png``
+            and, for models with ``get_image_attention_maps``, ``attention_maps.png`` (the grid's top-1 hits).
         streaming: ``True`` forces ``streaming_retrieval_metrics`` (never builds ``[Q, G]``); ``None`` (default)
             streams only when Q×G > ``DENSE_MAX_SCORES``.
         grid_queries: rows of the retrieval grid (0: no grid).
@@ -214,11 +215,33 @@ def evaluate_model(
                     scores=top_scores,
                 )
             )
+            attention = _attention_grid(model, processor, view.gallery_images, order[:, 0], output_dir / "attention_maps.png")
+            if attention is not None:
+                files["attention_maps"] = str(attention)
         files["metrics"] = str(output_dir / "metrics.json")
         (output_dir / "metrics.json").write_text(json.dumps(_to_jsonable(results), indent=2))
 
     results["per_query"] = per_query
     return results
+
+
+def _attention_grid(model, processor, gallery_images, indices: np.ndarray, path: Path) -> Path | None:
+    """The model's attention maps on the given gallery images (the grid's top-1 hits), or None when it has none."""
+    from .retrieval import load_image
+    from .visualization import attention_grid
+
+    images = [load_image(gallery_images[int(i)]) for i in indices]
+    pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            maps = model.get_image_attention_maps(pixel_values.to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    if maps is None:
+        return None
+    return attention_grid(images, maps, path, titles=[f"top-1 of q{r + 1}" for r in range(len(images))])
 
 
 def format_table(results: dict[str, Any], title: str | None = None) -> str:
@@ -246,8 +269,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     """Arguments of ``tbps evaluate``."""
     parser.description = (
         "Evaluate a saved tbps-hf model on a benchmark split: encodes gallery and queries, prints R@1/5/10, mAP, "
-        "mINP and mSD (overall and per query group), and writes metrics.json, cmc.png, sd_distribution.png and "
-        "retrieval_grid.png."
+        "mINP and mSD (overall and per query group), and writes metrics.json, cmc.png, sd_distribution.png, "
+        "retrieval_grid.png and attention_maps.png (where the image side looks on the top hits)."
     )
     parser.add_argument(
         "--model", required=True, metavar="DIR",
@@ -341,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(format_table(results, title=f"{args.dataset} / {split} — {args.model}"))
         if out is not None:
-            print(f"wrote {out / 'metrics.json'}, cmc.png, sd_distribution.png, retrieval_grid.png")
+            print(f"wrote {', '.join(sorted(Path(f).name for f in results['files'].values()))} in {out}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ class TBPSPreTrainedModel(PreTrainedModel):
       whose ``loss`` is the paper's total and whose other fields name each term.
     - ``optimizer_param_groups(learning_rate, weight_decay)`` → parameter groups with the paper's per-module
       learning rates (the default: one group of trainable parameters).
+    - ``get_image_attention_maps(pixel_values) -> [I, h, w] | None``: where the image side looks, on the patch /
+      feature grid (each map sums to 1); ``None`` when a configuration has no such map.
     """
 
     main_input_name = "pixel_values"
@@ -52,6 +55,20 @@ class TBPSPreTrainedModel(PreTrainedModel):
     def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": params, "lr": learning_rate, "weight_decay": weight_decay}]
+
+    def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """`[I, h, w]` attention over the image grid (each map sums to 1), or None (the default)."""
+        return None
+
+
+def attention_probabilities(query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax attention weights `[B, heads, Lq, Lk]` from per-head `query [B, heads, Lq, d]` and `key [B, heads,
+    Lk, d]` (key_mask `[B, Lk]`, True = may be attended), in float32. The models run fused
+    `scaled_dot_product_attention`, which never materializes these; attention maps recompute them."""
+    scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
+    return scores.softmax(dim=-1)
 
 
 def _tensor_fields(features: Features) -> dict[str, torch.Tensor]:

@@ -198,7 +198,8 @@ style:
 {group_table}
 
 Plots: `eval/<split>/cmc.png` (CMC curve), `eval/<split>/sd_distribution.png`, `eval/<split>/retrieval_grid.png`
-(queries with their top-10 images; true matches framed green).
+(queries with their top-10 images; true matches framed green), `eval/<split>/attention_maps.png` (where the image
+side looks on each grid query's top hit).
 
 ## Running on a real benchmark
 Download the dataset under its licence (see `dataset_scripts/<name>/README.md` for the layout), then:

@@ -20,7 +20,7 @@ from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from transformers.utils import ModelOutput
 
 from ...losses.sdm import sdm_loss
-from ...modeling_utils import TBPSPreTrainedModel
+from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities
 from .configuration_cfam import CFAMConfig
 
 
@@ -377,6 +377,31 @@ class CFAMModel(CFAMPreTrainedModel):
         """`[B, L, P]` → `[B, K, D]`; padding tokens are not attended."""
         decoder = self.granularity_decoder if self.config.share_decoder else self.text_decoder
         return self._batch_norm(decoder(self.granularity_queries, text_tokens, attention_mask), "text_granularity_norm")
+
+    def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """`pixel_values [I, 3, H, W]` → `[I, rows, cols]`: where the K granularity queries look in the last decoder
+        layer's cross-attention (mean over heads and queries, renormalized over the patches, class token left out);
+        None without a decoder."""
+        if not self.config.uses_decoder:
+            return None
+        decoder = self.granularity_decoder if self.config.share_decoder else self.image_decoder
+        memory = decoder.input_proj(self.encode_image(pixel_values)[1])
+        hidden = self.granularity_queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        for layer in decoder.layers[:-1]:
+            hidden = layer(hidden, memory)
+        last = decoder.layers[-1]
+        hidden = hidden + last.self_attn(last.self_attn_norm(hidden))
+        attention = last.cross_attn
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
+
+        weights = attention_probabilities(
+            heads(attention.q_proj(last.cross_attn_norm(hidden))), heads(attention.k_proj(memory))
+        )
+        to_patches = weights.mean(dim=(1, 2))[:, 1:]
+        to_patches = to_patches / to_patches.sum(dim=-1, keepdim=True)
+        return to_patches.reshape(-1, *self.config.grid_size)
 
     @staticmethod
     def local_similarity(image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from ...losses.cmpm import cmpm_loss
-from ...modeling_utils import TBPSPreTrainedModel
+from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities
 from .configuration_ivt import IVTConfig
 
 
@@ -359,6 +359,24 @@ class IVTModel(IVTPreTrainedModel):
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`pixel_values [I, 3, H, W]` → image embeddings `[I, hidden_size]` (no masking)."""
         return self._image_forward(pixel_values, bmm=False)[0]
+
+    def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`pixel_values [I, 3, H, W]` → `[I, rows, cols]`: the class token's attention to the patches in the last
+        layer (mean over heads, renormalized over the patches), i.e. what the image embedding is read from."""
+        hidden = self.image_embeddings(pixel_values)
+        for layer in self.layers[:-1]:
+            hidden = layer(hidden, "image")
+        last = self.layers[-1]
+        normed = last.layernorm_before(hidden)
+        attention = last.attention
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
+
+        weights = attention_probabilities(heads(attention.q_proj(normed[:, :1])), heads(attention.k_proj(normed)))
+        to_patches = weights[:, :, 0, 1:].mean(dim=1)
+        to_patches = to_patches / to_patches.sum(dim=-1, keepdim=True)
+        return to_patches.reshape(-1, *self.config.grid_size)
 
     def forward(
         self,

@@ -369,6 +369,11 @@ class PCCModel(PCCPreTrainedModel):
         """pixel_values `[I, 3, H, W]` → `PCCFeatures` (g `[I, d]`, C `[I, D, d]`, F `[I, P, d]`)."""
         return self._encode_image(pixel_values)[0]
 
+    def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """`pixel_values [I, 3, H, W]` → the foreground map A_avg of Eq. 5 `[I, h, w]` on the backbone's feature grid
+        (the image decoder's cross-attention, mean over heads and tokens); None without the decoder."""
+        return self._encode_image(pixel_values)[1]
+
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PCCFeatures:
         """input_ids / attention_mask `[T, L]` → `PCCFeatures` (g `[T, d]`, C `[T, D, d]`, F `[T, P, d]`)."""
         return self._encode_text(input_ids, attention_mask)
