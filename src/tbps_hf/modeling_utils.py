@@ -61,6 +61,16 @@ class TBPSPreTrainedModel(PreTrainedModel):
         return None
 
 
+def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """`[B, L, heads * d]` → `[B, heads, L, d]`."""
+    return states.view(states.shape[0], states.shape[1], num_heads, -1).transpose(1, 2)
+
+
+def patch_attention_map(to_patches: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+    """Attention `[B, rows * cols]` over the patches (row-major) → `[B, rows, cols]`, renormalized to sum to 1."""
+    return (to_patches / to_patches.sum(dim=-1, keepdim=True)).reshape(-1, *grid_size)
+
+
 def attention_probabilities(query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention weights `[B, heads, Lq, Lk]` from per-head `query [B, heads, Lq, d]` and `key [B, heads,
     Lk, d]` (key_mask `[B, Lk]`, True = may be attended), in float32. The models run fused

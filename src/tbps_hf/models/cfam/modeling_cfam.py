@@ -20,7 +20,7 @@ from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from transformers.utils import ModelOutput
 
 from ...losses.sdm import sdm_loss
-from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities
+from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities, patch_attention_map, split_heads
 from .configuration_cfam import CFAMConfig
 
 
@@ -391,17 +391,12 @@ class CFAMModel(CFAMPreTrainedModel):
             hidden = layer(hidden, memory)
         last = decoder.layers[-1]
         hidden = hidden + last.self_attn(last.self_attn_norm(hidden))
-        attention = last.cross_attn
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(x.shape[0], x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
-
+        attention, heads = last.cross_attn, last.cross_attn.num_heads
         weights = attention_probabilities(
-            heads(attention.q_proj(last.cross_attn_norm(hidden))), heads(attention.k_proj(memory))
+            split_heads(attention.q_proj(last.cross_attn_norm(hidden)), heads),
+            split_heads(attention.k_proj(memory), heads),
         )
-        to_patches = weights.mean(dim=(1, 2))[:, 1:]
-        to_patches = to_patches / to_patches.sum(dim=-1, keepdim=True)
-        return to_patches.reshape(-1, *self.config.grid_size)
+        return patch_attention_map(weights.mean(dim=(1, 2))[:, 1:], self.config.grid_size)
 
     @staticmethod
     def local_similarity(image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from ...losses.cmpm import cmpm_loss
-from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities
+from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities, patch_attention_map, split_heads
 from .configuration_ivt import IVTConfig
 
 
@@ -368,15 +368,11 @@ class IVTModel(IVTPreTrainedModel):
             hidden = layer(hidden, "image")
         last = self.layers[-1]
         normed = last.layernorm_before(hidden)
-        attention = last.attention
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(x.shape[0], x.shape[1], attention.num_heads, attention.head_dim).transpose(1, 2)
-
-        weights = attention_probabilities(heads(attention.q_proj(normed[:, :1])), heads(attention.k_proj(normed)))
-        to_patches = weights[:, :, 0, 1:].mean(dim=1)
-        to_patches = to_patches / to_patches.sum(dim=-1, keepdim=True)
-        return to_patches.reshape(-1, *self.config.grid_size)
+        attention, heads = last.attention, last.attention.num_heads
+        weights = attention_probabilities(
+            split_heads(attention.q_proj(normed[:, :1]), heads), split_heads(attention.k_proj(normed), heads)
+        )
+        return patch_attention_map(weights[:, :, 0, 1:].mean(dim=1), self.config.grid_size)
 
     def forward(
         self,
