@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-from typing import Any, Callable
+
+from .errors import report_user_errors  # noqa: F401  (re-exported: `tbps_hf.cli.report_user_errors`)
 
 # subcommand → (module, parser configurator, runner, one-line help)
 SUBCOMMANDS = {
@@ -45,23 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, _, _, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text)
     return parser
-
-
-def report_user_errors(prog: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)``; an error caused by the input (bad argument, missing file, unusable data, a stopped run)
-    becomes one ``prog: error: …`` line on stderr and exit status 1 instead of a traceback. ``TBPS_TRACEBACK=1``
-    re-raises, for debugging."""
-    from datasets.exceptions import ManualDownloadError
-
-    from .training.trainer import TrainingError
-
-    try:
-        return fn(*args)
-    except (ValueError, FileNotFoundError, ManualDownloadError, TrainingError) as err:
-        if os.environ.get("TBPS_TRACEBACK"):
-            raise
-        print(f"{prog}: error: {err}\n(set TBPS_TRACEBACK=1 for the full traceback)", file=sys.stderr)
-        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

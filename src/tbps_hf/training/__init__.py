@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..cli import report_user_errors
+    from ..errors import report_user_errors
 
     model_args, data_args, training_args = parse_args(argv)
-    summary = report_user_errors("train", train, model_args, data_args, training_args)
+    summary = report_user_errors("tbps train", train, model_args, data_args, training_args)
     if isinstance(summary, int):  # the error was reported
         return summary
     if summary.get("metrics"):

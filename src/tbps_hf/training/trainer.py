@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import TBPSUserError
 from ..models import get_method
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .sampler import IdentityBatchSampler
@@ -36,7 +37,7 @@ TRAINER_STATE = "trainer_state.json"
 REQUIRED_CHECKPOINT_FILES = (TRAINER_STATE, "optimizer.bin", "random_states_0.pkl", "processor")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TBPSUserError, RuntimeError):
     """Training stopped for a reason the user must act on (NaN loss, bad checkpoint…)."""
 
 
