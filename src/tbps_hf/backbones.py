@@ -24,15 +24,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-try:  # the shared error hierarchy (tbps_hf.errors); ValueError keeps the CLI's one-line reporting either way
-    from .errors import BackboneUnavailableError, TBPSUserError
-except ImportError:  # SHIM until tbps_hf.errors lands
+from .errors import TBPSUserError
 
-    class TBPSUserError(ValueError):
-        """An error caused by the user's input: the CLI prints it as one line."""
 
-    class BackboneUnavailableError(TBPSUserError):
-        """A pretrained checkpoint named by the config or ``--backbone_checkpoints`` cannot be had."""
+class BackboneUnavailableError(TBPSUserError, ValueError):
+    """A pretrained checkpoint named by the config or ``--backbone_checkpoints`` cannot be had."""
+
+
+class BackboneRoleError(TBPSUserError, ValueError):
+    """``--backbone_checkpoints`` names a role the method does not have (or gives it no checkpoint)."""
 
 
 # Roles per method, for methods whose registry entry does not list them (SHIM until MethodInfo.backbone_roles).
@@ -65,17 +65,17 @@ def backbone_roles(method: Any) -> tuple[str, ...]:
 def resolve_backbones(method: Any, config: Any, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The checkpoints to load: ``config.backbone_checkpoints`` with ``overrides`` replacing or adding entries.
 
-    Raises `TBPSUserError` for an override role the method does not have, listing the valid ones.
+    Raises `BackboneRoleError` for an override role the method does not have, listing the valid ones.
     """
     roles = backbone_roles(method)
     merged = dict(getattr(config, "backbone_checkpoints", None) or {})
     for role, value in (overrides or {}).items():
         if role not in roles:
-            raise TBPSUserError(
+            raise BackboneRoleError(
                 f"--backbone_checkpoints: {method.name} has no backbone role {role!r}; valid roles: {', '.join(roles)}"
             )
         if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
-            raise TBPSUserError(f"--backbone_checkpoints: role {role!r} needs a hub id or a local folder, got {value!r}")
+            raise BackboneRoleError(f"--backbone_checkpoints: role {role!r} needs a hub id or a local folder, got {value!r}")
         merged[role] = str(value)
     return merged
 
@@ -203,8 +203,8 @@ def build_model(method: Any, config: Any, overrides: Mapping[str, str] | None = 
 
 
 __all__ = [
+    "BackboneRoleError",
     "BackboneUnavailableError",
-    "TBPSUserError",
     "backbone_roles",
     "build_model",
     "check_backbones",
