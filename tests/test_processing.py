@@ -130,6 +130,37 @@ def test_call_errors(processor):
         processor(text=["ok", 3])
 
 
+# ---------------------------------------------------------------- the transformers processor contract
+def test_tokenizer_and_image_arguments_are_routed(processor):
+    texts = ["a woman in a red coat", "a man"]
+    out = processor(text=texts, images=[image(), image((0, 0, 255))], return_tensors="pt", padding=True, truncation=True)
+    longest = len(processor.tokenizer("a woman in a red coat")["input_ids"])
+    assert out["input_ids"].shape == (2, longest) < (2, processor.max_text_length)
+    assert out["attention_mask"][1].tolist() == [1, 1, 1, 1] + [0] * (longest - 4)
+    assert out["pixel_values"].shape == (2, 3, 32, 16)
+    # text-only calls honour padding / max_length / pad_to_multiple_of / truncation
+    assert processor(text=texts, padding="longest")["input_ids"].shape == (2, longest)
+    assert processor(text=texts, padding=True, pad_to_multiple_of=4)["input_ids"].shape[1] % 4 == 0
+    assert processor(text=texts, max_length=5)["input_ids"].shape == (2, 5)
+    assert processor(text=texts, max_length=5)["input_ids"][0, -1] == processor.tokenizer.sep_token_id
+    assert processor(text=texts, text_kwargs={"padding": True})["input_ids"].shape == (2, longest)
+    with pytest.raises(ValueError, match=r"text\[0\] has \d+ tokens, more than max_text_length=12"):
+        processor(text=[" ".join(["red coat"] * 30)], truncation=False)
+    with pytest.raises(ValueError, match=r"max_length must be an int in \[2, max_text_length=12\]"):
+        processor(text=texts, max_length=40)
+    # image arguments still reach the image processor, whatever else is passed
+    a = processor(images=[image()], augment=True, seeds=[3], padding=True)["pixel_values"]
+    b = processor(images=[image()], images_kwargs={"augment": True, "seeds": [3]})["pixel_values"]
+    assert torch.equal(a, b) and not torch.equal(a, processor(images=[image()])["pixel_values"])
+    assert processor(images=[image()], size={"height": 8, "width": 4})["pixel_values"].shape == (1, 3, 8, 4)
+
+
+@pytest.mark.parametrize("kwargs, named", [({"paddding": True}, "'paddding'"), ({"images_kwargs": {"padding": 1}}, "padding")])
+def test_argument_neither_side_knows_is_named(processor, kwargs, named):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument.*{named}.*neither the tokenizer"):
+        processor(text=["a man"], images=[image()], **kwargs)
+
+
 # ---------------------------------------------------------------- training batch
 def examples(seed_offset=0):
     return [
@@ -210,3 +241,48 @@ def test_constructor_errors():
         TBPSProcessor(None, tokenizer)
     with pytest.raises(ValueError, match="max_text_length"):
         TBPSProcessor(PersonImageProcessor(), tokenizer, max_text_length=1)
+
+
+# ---------------------------------------------------------------- every registered method
+def _method_names():
+    import tbps_hf.models as registry
+
+    if hasattr(registry, "method_names"):
+        return list(registry.method_names())
+    return sorted(registry.load_all())
+
+
+def _flat(features):
+    from tbps_hf.modeling_utils import map_features
+
+    tensors = []
+    map_features(features, tensors.append)
+    return tensors
+
+
+@pytest.mark.parametrize("method", _method_names())
+def test_every_method_pads_to_the_batch_longest_with_the_same_features(method):
+    """`processor(text, images, padding=True, truncation=True)` works for every method, and evaluation's
+    longest-of-batch padding gives the features of padding to `max_text_length`."""
+    from tbps_hf.models import get_method
+    from tbps_hf.retrieval import encode_texts
+
+    info = get_method(method)
+    config = info.config_class.from_preset("tiny")
+    queries = CAPTIONS[:4] + ["a man", "red coat, black bag", " ".join(["grey hoodie"] * 60)]
+    proc = info.processor_class.from_config(config, captions=CAPTIONS)
+    config.vocab_size = max(int(config.vocab_size), len(proc.tokenizer))
+    torch.manual_seed(0)
+    model = info.model_class(config).eval()
+    both = proc(text=queries, images=[image(), image((0, 0, 255))], return_tensors="pt", padding=True, truncation=True)
+    assert both["input_ids"].shape[0] == len(queries) and both["pixel_values"].shape[0] == 2
+    full = proc(text=queries[:6])  # training's fixed length
+    short = proc(text=queries[:6], padding=True)
+    assert short["input_ids"].shape[1] < full["input_ids"].shape[1] == proc.max_text_length
+    with torch.no_grad():
+        reference = model.get_text_features(full["input_ids"], full["attention_mask"])
+        padded = model.get_text_features(short["input_ids"], short["attention_mask"])
+    batched = encode_texts(model, proc, queries[:6], batch_size=4, progress=False)  # by-length batches, reordered
+    for ref, a, b in zip(_flat(reference), _flat(padded), _flat(batched)):
+        torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(b, ref, atol=1e-5, rtol=1e-4)

@@ -97,11 +97,12 @@ class TinyProcessor:
         self.max_len = config.max_text_length
         self.vocab = {w: i + 2 for i, w in enumerate(WORDS)}  # 0 pad, 1 unk
 
-    def __call__(self, text=None, images=None, return_tensors="pt"):
+    def __call__(self, text=None, images=None, return_tensors="pt", padding="max_length", truncation=True):
         out = {}
         if text is not None:
             ids = [[self.vocab.get(w, 1) for w in t.lower().replace(",", " ").split()][: self.max_len] or [1] for t in text]
-            ids = [row + [0] * (self.max_len - len(row)) for row in ids]
+            length = self.max_len if padding == "max_length" else max(map(len, ids))
+            ids = [row + [0] * (length - len(row)) for row in ids]
             out["input_ids"] = torch.tensor(ids)
             out["attention_mask"] = (out["input_ids"] > 0).long()
             out["attention_mask"][:, 0] = 1

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from .modeling_utils import Features, cat_features, map_features
+from .modeling_utils import Features, cat_features, map_features, slice_features
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,12 @@ def encode_texts(
 ) -> Features:
     """Encode captions in batches with ``model.get_text_features``.
 
-    Returns the features of all ``texts`` (a ``[N, d]`` tensor or the model's feature structure, batch first) on CPU.
+    Captions are batched by length and each batch is padded only to its longest caption
+    (``processor(text, padding=True, truncation=True)``) rather than to ``max_text_length``: the models mask
+    padding, so the features are those of full-length padding, for a fraction of the tokens.
+
+    Returns the features of all ``texts`` in their given order (a ``[N, d]`` tensor or the model's feature
+    structure, batch first) on CPU.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -130,9 +135,11 @@ def encode_texts(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = _model_device(model, device)
     model.to(device)
+    # Similar lengths in a batch → little padding. Word count is a cheap stand-in for the token count.
+    order = sorted(range(len(texts)), key=lambda i: len(str(texts[i]).split()))
 
     def prepare(batch):
-        return processor(text=list(batch), return_tensors="pt")
+        return processor(text=list(batch), padding=True, truncation=True, return_tensors="pt")
 
     def run(inputs):
         return model.get_text_features(
@@ -140,7 +147,13 @@ def encode_texts(
         )
 
     # Tokenizing is cheap, and fast tokenizers must not be called from several threads at once: no prefetch here.
-    return _encode(model, _batches(texts, batch_size), len(texts), progress, "Encoding texts", prepare, run)
+    batches = _batches([texts[i] for i in order], batch_size)
+    features = _encode(model, batches, len(texts), progress, "Encoding texts", prepare, run)
+    if order == sorted(order):
+        return features
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return slice_features(features, inverse)
 
 
 def encode_images(

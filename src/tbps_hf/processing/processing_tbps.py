@@ -26,10 +26,11 @@ class TBPSProcessor(ProcessorMixin):
         image_processor ([`PersonImageProcessor`]): resizes / normalizes / augments person crops.
         tokenizer ([`PreTrainedTokenizerBase`]): any fast or slow tokenizer (a pretrained one, or a WordPiece
             tokenizer trained on the captions by :func:`train_wordpiece_tokenizer`).
-        max_text_length (`int`, defaults to 100): every caption becomes exactly this many tokens, special tokens
-            included. Longer captions are **truncated at the end** (the tokenizer keeps its closing special token,
-            e.g. ``[CLS] w1 … w_{L-2} [SEP]``); shorter ones are padded on the right with the pad token and a 0
-            attention mask.
+        max_text_length (`int`, defaults to 100): the most tokens a caption may have, special tokens included (the
+            models' text position tables). By default (and always in training) every caption becomes exactly this
+            many tokens: longer ones are **truncated at the end** (the tokenizer keeps its closing special token,
+            e.g. ``[CLS] w1 … w_{L-2} [SEP]``), shorter ones padded on the right with the pad token and a 0
+            attention mask. ``processor(text, padding=True)`` pads to the batch's longest caption instead.
 
     How to subclass (one processor per method, e.g. ``IVTProcessor`` in ``models/ivt/processing_ivt.py``):
 
@@ -73,8 +74,28 @@ class TBPSProcessor(ProcessorMixin):
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before building the processor")
 
     # ------------------------------------------------------------------ inference
-    def encode_text(self, text: str | Sequence[str], return_tensors: str | None = "pt") -> BatchFeature:
-        """Tokenize captions to ``input_ids`` / ``attention_mask`` ``[B, max_text_length]``.
+    def encode_text(
+        self,
+        text: str | Sequence[str],
+        return_tensors: str | None = "pt",
+        padding: bool | str = "max_length",
+        truncation: bool | str = True,
+        max_length: int | None = None,
+        **tokenizer_kwargs: Any,
+    ) -> BatchFeature:
+        """Tokenize captions to ``input_ids`` / ``attention_mask`` ``[B, L]``.
+
+        Args:
+            text: a caption or a list of captions.
+            padding: ``"max_length"`` (default: ``L = max_length``, what training uses), ``True`` / ``"longest"``
+                (``L`` = the longest caption of the batch: fewer tokens, same features, used for evaluation) or
+                ``False`` (no padding; only with ``return_tensors=None`` when lengths differ).
+            truncation: cut captions longer than ``max_length`` at the end (the closing special token is kept).
+                With ``False`` a caption that does not fit is an error naming it.
+            max_length: defaults to ``max_text_length``, which it may not exceed (the models' text position
+                tables have that many positions).
+            tokenizer_kwargs: other tokenizer arguments (``pad_to_multiple_of``, ``padding_side``,
+                ``add_special_tokens``, ``return_length`` …).
 
         Raises `ValueError` for an empty or whitespace-only caption, naming its index.
         """
@@ -88,18 +109,66 @@ class TBPSProcessor(ProcessorMixin):
                 raise TypeError(f"text[{i}] must be a str, got {type(caption).__name__}")
             if not caption.strip():
                 raise ValueError(f"text[{i}] is empty (or whitespace only); every query needs words")
+        if max_length is None:
+            max_length = self.max_text_length
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= self.max_text_length:
+            raise ValueError(
+                f"max_length must be an int in [2, max_text_length={self.max_text_length}] (the model's text "
+                f"positions), got {max_length!r}"
+            )
+        tokenizer_kwargs.setdefault("return_token_type_ids", False)
         encoded = self.tokenizer(
             list(texts),
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_text_length,
-            return_token_type_ids=False,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
             return_tensors=None,
+            **tokenizer_kwargs,
         )
-        return BatchFeature(
-            {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]},
-            tensor_type=return_tensors,
-        )
+        for i, ids in enumerate(encoded["input_ids"]):
+            if len(ids) > self.max_text_length:
+                raise ValueError(
+                    f"text[{i}] has {len(ids)} tokens, more than max_text_length={self.max_text_length}; "
+                    "pass truncation=True or shorten it"
+                )
+        return BatchFeature(dict(encoded), tensor_type=return_tensors)
+
+    def _tokenizer_kwarg_names(self) -> set[str]:
+        from transformers.processing_utils import TextKwargs
+
+        return set(TextKwargs.__annotations__) - {"return_tensors"}
+
+    def _image_kwarg_names(self) -> set[str]:
+        return set(self.image_processor.valid_kwargs.__annotations__) - {"return_tensors"} | {"augment", "seeds"}
+
+    def _split_kwargs(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Route keyword arguments as transformers' processors do: tokenizer arguments to the tokenizer, image
+        arguments to the image processor (``text_kwargs={...}`` / ``images_kwargs={...}`` say it explicitly)."""
+        text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
+        images_kwargs = dict(kwargs.pop("images_kwargs", None) or {})
+        text_names, image_names = self._tokenizer_kwarg_names(), self._image_kwarg_names()
+        unknown = []
+        for name, value in kwargs.items():
+            if name in text_names:
+                text_kwargs[name] = value
+            elif name in image_names:
+                images_kwargs[name] = value
+            else:
+                unknown.append(repr(name))
+        unknown += [f"text_kwargs[{n!r}]" for n in text_kwargs if n not in text_names]
+        unknown += [f"images_kwargs[{n!r}]" for n in images_kwargs if n not in image_names]
+        if unknown:
+            import difflib
+
+            guesses = [g for n in unknown for g in difflib.get_close_matches(n.strip("'"), text_names | image_names, 1)]
+            hint = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+            raise TypeError(
+                f"{type(self).__name__} got unexpected keyword argument(s) {', '.join(unknown)}{hint}: neither the tokenizer "
+                "(padding, truncation, max_length, pad_to_multiple_of, …) nor the image processor (augment, seeds, "
+                f"size, {', '.join(sorted(n for n in image_names if 'erasing' in n or n == 'flip_probability'))}, …) "
+                "takes it"
+            )
+        return text_kwargs, images_kwargs
 
     def __call__(
         self,
@@ -109,23 +178,30 @@ class TBPSProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> BatchFeature:
         """
+        The processor contract of transformers (as ``CLIPProcessor``).
+
         Args:
             text: a caption or a list of captions (queries).
             images: a person crop or a list of them (PIL / NumPy / torch, see `PersonImageProcessor`).
             return_tensors: ``"pt"`` (default) or ``"np"``.
-            kwargs: passed to the image processor (e.g. ``augment=True, seeds=[...]``).
+            kwargs: tokenizer arguments (``padding``, ``truncation``, ``max_length``, ``pad_to_multiple_of`` …, see
+                :meth:`encode_text`; default: pad / truncate to ``max_text_length``) go to the tokenizer, image
+                arguments (``augment=True, seeds=[...]``, ``size`` …) to the image processor; ``text_kwargs={...}``
+                / ``images_kwargs={...}`` route explicitly. An argument neither takes raises `TypeError` naming it.
 
         Returns:
-            `BatchFeature` with ``input_ids`` / ``attention_mask`` ``[T, max_text_length]`` (when ``text`` is
-            given) and ``pixel_values`` ``[I, 3, H, W]`` (when ``images`` is given).
+            `BatchFeature` with ``input_ids`` / ``attention_mask`` ``[T, L]`` (when ``text`` is given; ``L`` =
+            ``max_text_length`` by default, the longest caption with ``padding=True``) and ``pixel_values``
+            ``[I, 3, H, W]`` (when ``images`` is given).
         """
+        text_kwargs, images_kwargs = self._split_kwargs(kwargs)
         if text is None and images is None:
             raise ValueError("pass text, images or both")
         data: dict[str, Any] = {}
         if text is not None:
-            data.update(self.encode_text(text, return_tensors=return_tensors))
+            data.update(self.encode_text(text, return_tensors=return_tensors, **text_kwargs))
         if images is not None:
-            data.update(self.image_processor(images, return_tensors=return_tensors, **kwargs))
+            data.update(self.image_processor(images, return_tensors=return_tensors, **images_kwargs))
         return BatchFeature(data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ training
