@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from tbps_hf.models import method_names
+
 SPLITS = ("test", "test_3c")
 KEYS = ("R@1", "R@5", "mAP", "mSD")
 
@@ -66,7 +68,7 @@ def run_one(model: str, preset: str, overrides: dict, seed: int, args, out: Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="registered method (ivt, pcc, cfam)")
+    parser.add_argument("--model", required=True, choices=method_names(), help="registered method: %(choices)s")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--switch", required=True, help="config field to vary, e.g. use_cmr or share_decoder")
     parser.add_argument("--values", nargs="+", default=["true", "false"], help="values of the switch (JSON)")

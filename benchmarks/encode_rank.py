@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tbps_hf.models import method_names
+
 
 def _sync(device):
     if device.type == "cuda":
@@ -30,7 +32,7 @@ def _sync(device):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="ivt", help="registered method name (ivt, pcc, cfam)")
+    parser.add_argument("--model", default="ivt", choices=method_names(), help="registered method: %(choices)s")
     parser.add_argument("--preset", default="base")
     parser.add_argument("--gallery_size", type=int, default=3074)
     parser.add_argument("--query_size", type=int, default=6156)

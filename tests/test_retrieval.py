@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor, BatchFeature
 
 from tbps_hf.configuration_utils import TBPSConfig
 from tbps_hf.modeling_utils import TBPSPreTrainedModel
+from tbps_hf.models import method_names
 from tbps_hf.processing import TBPSProcessor
 from tbps_hf.retrieval import GalleryIndex, encode_images, encode_texts
 
@@ -346,7 +347,7 @@ def build_method(name: str, seed: int = 0):
     return method.model_class(config).eval(), processor
 
 
-@pytest.mark.parametrize("name", ["ivt", "pcc"])
+@pytest.mark.parametrize("name", method_names())
 def test_index_search_equals_similarity_for_package_methods(name):
     model, processor = build_method(name, seed=2)
     images, texts = random_images(10, seed=3, size=(32, 64)), CAPTIONS

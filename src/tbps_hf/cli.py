@@ -30,9 +30,11 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import method_names  # lists the method folders without importing them
+
     parser = argparse.ArgumentParser(
         prog="tbps",
-        description="Text-based person search on the Hugging Face stack (models: ivt, pcc, cfam).",
+        description=f"Text-based person search on the Hugging Face stack (models: {', '.join(method_names())}).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run `tbps <command> --help` for the arguments of a command.",
     )

@@ -14,44 +14,6 @@ from typing import Any
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
 
-METHOD_INFO: dict[str, dict[str, str]] = {
-    "ivt": {
-        "title": "IVT",
-        "paper": "See Finer, See More: Implicit Modality Alignment for Text-based Person Retrieval (Shu et al., "
-        "ECCV Workshops 2022)",
-        "architecture": "one ViT shared by both modalities (shared LayerNorm and self-attention, modality-specific "
-        "MLPs), BERT-style word embeddings; dual encoder, cosine similarity",
-        "citation": "@inproceedings{shu2022see,\n  title={See Finer, See More: Implicit Modality Alignment for "
-        "Text-based Person Retrieval},\n  author={Shu, Xiujun and Wen, Wei and Wu, Haoqian and Chen, Keyu and Song, "
-        "Yiran and Qiao, Ruizhi and Ren, Bo and Wang, Xiao},\n  booktitle={ECCV Workshops},\n  year={2022}\n}",
-    },
-    "pcc": {
-        "title": "PCC",
-        "paper": "Improving Text-based Person Search via Part-level Cross-modal Correspondence (Park et al., ECCV 2024)",
-        "architecture": "image backbone + frozen BERT, a decoder shared by both modalities giving global, coarse and "
-        "fine part embeddings; similarity is the sum of their cosines",
-        "citation": "@inproceedings{park2024improving,\n  title={Improving Text-based Person Search via Part-level "
-        "Cross-modal Correspondence},\n  author={Park, Jicheol and Jeong, Boseung and Kim, Dongwon and Kwak, Suha},\n"
-        "  booktitle={ECCV},\n  year={2024}\n}",
-    },
-    "cfam": {
-        "title": "CFAM",
-        "paper": "UFineBench: Towards Text-based Person Retrieval with Ultra-fine Granularity (Zuo et al., CVPR 2024)",
-        "architecture": "CLIP image and text towers with a granularity decoder shared by both modalities; inference "
-        "uses the global embeddings (cosine similarity)",
-        "citation": "@inproceedings{zuo2024ufinebench,\n  title={UFineBench: Towards Text-based Person Retrieval with "
-        "Ultra-fine Granularity},\n  author={Zuo, Jialong and Zhou, Hanyu and Nie, Ying and Zhang, Feng and Guo, "
-        "Tianyu and Sang, Nong and Wang, Yunhe and Gao, Changxin},\n  booktitle={CVPR},\n  year={2024}\n}",
-    },
-    "laip": {
-        "title": "LAIP",
-        "paper": "LAIP: Learning Local Alignment from Image-Phrase Modeling for Text-based Person Search",
-        "architecture": "ALBEF-style ViT + BERT with a cross-attention fusion encoder; ITC candidates re-ranked by ITM",
-        "citation": "@misc{laip,\n  title={LAIP: Learning Local Alignment from Image-Phrase Modeling for Text-based "
-        "Person Search}\n}",
-    },
-}
-
 DATASET_NAMES = {
     "cuhk-pedes": "CUHK-PEDES",
     "icfg-pedes": "ICFG-PEDES",
@@ -153,7 +115,7 @@ def write_model_card(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     method_key = method.lower()
-    info = METHOD_INFO.get(method_key, {"title": method, "paper": "", "architecture": "", "citation": ""})
+    info = _method_info(method_key)
     model_name = model_name or f"{method_key}-{preset}-{dataset.lower()}"
     card_data = build_card_data(method_key, dataset, metrics, model_name, preset)
 
@@ -201,4 +163,15 @@ def write_model_card(
     return path
 
 
-__all__ = ["write_model_card", "build_card_data", "METHOD_INFO", "TEMPLATE_PATH"]
+def _method_info(method_key: str) -> dict[str, str]:
+    """Title, paper, architecture and citation from the method registry (``MethodInfo``)."""
+    from .models import get_method
+
+    try:
+        info = get_method(method_key).info
+    except ValueError:
+        return {"title": method_key, "paper": "", "architecture": "", "citation": ""}
+    return {"title": info.title, "paper": info.paper, "architecture": info.architecture, "citation": info.citation}
+
+
+__all__ = ["write_model_card", "build_card_data", "TEMPLATE_PATH"]

@@ -18,7 +18,9 @@ EVAL_SPLITS = ("test", "test_3c")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0] + " " + " ".join(__doc__.splitlines()[2:5])
-    parser.add_argument("--model", default="ivt", help="Method to train: ivt (default), pcc or cfam.")
+    from .models import method_names
+
+    parser.add_argument("--model", default="ivt", help=f"Method to train (default ivt): {', '.join(method_names())}.")
     parser.add_argument("--out", default="runs/quickstart", help="Output folder (model, report, plots).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data, weights and training.")
     parser.add_argument(
