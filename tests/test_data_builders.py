@@ -192,10 +192,13 @@ def _rewrite(data_dir: Path, annotation: str, edit):
         (lambda r: r[1].update(split="dev"), ValueError, r"record 1 .*unknown split 'dev'"),
         (lambda r: r[4].update(captions=[]), ValueError, r"record 4 .*empty caption list"),
         (lambda r: r[4].update(captions="a string"), ValueError, r"record 4 .*list of strings"),
+        (lambda r: r[3].update(captions=["fine", ""]), ValueError, r"record 3 of .*data_captions.json: caption 1 is empty"),
+        (lambda r: r[2].update(captions=[" \t\n"]), ValueError, r"record 2 of .*data_captions.json: caption 0 is empty or whitespace"),
         (lambda r: r[5].update(img_path=r[0]["img_path"]), ValueError, r"record 5 .*duplicate img_path .*record 0"),
         (lambda r: r[0].update(id="abc"), ValueError, r"record 0 .*'id' must be an integer"),
     ],
-    ids=["missing-captions", "missing-path", "unknown-split", "empty-captions", "captions-not-list", "duplicate",
+    ids=["missing-captions", "missing-path", "unknown-split", "empty-captions", "captions-not-list", "empty-caption",
+         "whitespace-caption", "duplicate",
          "bad-id"],
 )
 def test_malformed_records_are_named(tmp_path, edit, error, pattern):
@@ -268,6 +271,21 @@ def test_edited_annotation_file_is_not_served_from_cache(tmp_path):
     _rewrite(data_dir, "data_captions.json", edit)
     second = load_tbps_dataset("rstpreid", data_dir=str(data_dir), cache_dir=str(cache))
     assert second["train"][0]["captions"] == ["an edited caption"]
+
+
+def test_annotation_file_edited_in_place_with_same_size_and_mtime_is_read_again(tmp_path):
+    cache = tmp_path / "cache"
+    data_dir, _, _ = make_release(tmp_path, "rstpreid", num_images=4)
+    annotation = data_dir / "data_captions.json"
+    before = os.stat(annotation)
+    first = load_tbps_dataset("rstpreid", data_dir=str(data_dir), cache_dir=str(cache))
+    assert first["train"][0]["captions"][0] == "rstpreid person 1 image 0 caption 0"
+    text = annotation.read_text()
+    annotation.write_text(text.replace("person 1 image 0 caption 0", "person 1 image 0 caption X", 1))  # same size
+    os.utime(annotation, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same mtime
+    assert os.stat(annotation).st_size == before.st_size and os.stat(annotation).st_mtime_ns == before.st_mtime_ns
+    second = load_tbps_dataset("rstpreid", data_dir=str(data_dir), cache_dir=str(cache))
+    assert second["train"][0]["captions"][0] == "rstpreid person 1 image 0 caption X"
 
 
 def test_verify_reports_differences(tmp_path):

@@ -125,3 +125,28 @@ def test_views_on_procpedes_through_the_dispatcher(tmp_path):
     assert view.query_groups["granularity"] == [g for row in granularity for g in row]
     assert set(view.query_groups) == {"granularity", "style"}
     assert len(view.query_groups["style"]) == len(view.queries) == len(view.query_ids)
+
+
+def test_cached_image_that_vanished_or_broke_says_to_rebuild_the_cache(tmp_path):
+    from test_data_builders import make_release
+
+    from tbps_hf.data import load_tbps_dataset
+    from tbps_hf.data.views import CachedImageError
+    from tbps_hf.errors import TBPSUserError
+
+    data_dir, _, image_paths = make_release(tmp_path, "ufine3c", num_images=4)
+    cache = str(tmp_path / "cache")
+    view = EvaluationView(load_tbps_dataset("ufine3c", data_dir=str(data_dir), cache_dir=cache)["test"])
+    assert view.gallery_images[1].size == Image.open(data_dir / image_paths[1]).size  # the cache is fine
+    (data_dir / image_paths[1]).unlink()
+    (data_dir / image_paths[2]).write_bytes(b"\xff\xd8 not a jpeg any more")
+    with pytest.raises(CachedImageError, match=rf"row 1 \({data_dir / image_paths[1]}\) no longer exists.*--rebuild_cache"):
+        view.gallery_images[1]
+    with pytest.raises(TBPSUserError, match=r"row 2 .*cannot be read.*force_redownload"):
+        view.gallery_images[2]
+    # The rebuild the message names: a cold preparation that checks every image again (and can leave them out).
+    with pytest.raises(FileNotFoundError, match=str(data_dir / image_paths[1])):
+        load_tbps_dataset("ufine3c", data_dir=str(data_dir), cache_dir=cache, download_mode="force_redownload")
+    rebuilt = load_tbps_dataset("ufine3c", data_dir=str(data_dir), cache_dir=cache, skip_bad_images=True,
+                                download_mode="force_redownload")
+    assert len(rebuilt["test"]) == 2 and len(rebuilt.skipped_images) == 2

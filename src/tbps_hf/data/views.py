@@ -9,9 +9,12 @@ import io
 from collections.abc import Sequence
 from typing import Any, Optional
 
+import datasets
 import numpy as np
 import torch
 from PIL import Image as PILImage
+
+from ..errors import TBPSUserError
 
 # Scalar string columns whose value (per image) groups the image's queries, e.g. UFine3C's source domain.
 GROUP_COLUMNS: tuple[str, ...] = ("source",)
@@ -48,11 +51,35 @@ def _columns(split_dataset, names: Sequence[str]) -> dict[str, list]:
     return split_dataset.select_columns(list(names)).to_dict()
 
 
+REBUILD_HINT = (
+    "restore the file, or rebuild the dataset cache: `tbps evaluate ... --rebuild_cache`, `--dataset_options "
+    "'{\"download_mode\": \"force_redownload\"}'` for training, or load_tbps_dataset(..., "
+    "download_mode=\"force_redownload\"), with skip_bad_images=True to leave such records out"
+)
+
+
+class CachedImageError(TBPSUserError, OSError):
+    """An image the dataset cache refers to has vanished or no longer decodes since the cache was built."""
+
+
+class CachedImageMissingError(CachedImageError, FileNotFoundError):
+    """The image file the dataset cache refers to no longer exists."""
+
+
 class LazyImages(Sequence):
-    """Read-only sequence of PIL RGB images, decoded on access from an `image` column."""
+    """Read-only sequence of PIL RGB images, decoded on access from an `image` column.
+
+    Benchmark caches store image *paths* (checked when the cache was built); a file that vanished or broke since
+    raises :class:`CachedImageError` naming the row, the file and how to rebuild the cache.
+    """
 
     def __init__(self, split_dataset, column: str = "image"):
-        self._images = split_dataset.select_columns([column])
+        images = split_dataset.select_columns([column])
+        feature = images.features.get(column)
+        if isinstance(feature, datasets.Image) and feature.decode:
+            # Undecoded {"bytes", "path"} rows: the decode happens here, where a failure can be named.
+            images = images.cast_column(column, datasets.Image(decode=False))
+        self._images = images
         self._column = column
 
     def __len__(self) -> int:
@@ -65,7 +92,17 @@ class LazyImages(Sequence):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"image index {index} out of range for {len(self)} images")
-        return to_pil_rgb(self._images[int(index)][self._column])
+        value = self._images[int(index)][self._column]
+        try:
+            image = to_pil_rgb(value)
+            image.load()  # PIL opens lazily: a truncated file fails here, not later inside a worker
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's decoder errors (UnidentifiedImageError is an OSError)
+            path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str) else None
+            missing = isinstance(err, FileNotFoundError)
+            problem = "no longer exists" if missing else f"cannot be read ({type(err).__name__}: {err})"
+            error = CachedImageMissingError if missing else CachedImageError
+            raise error(f"image of row {index} ({path or 'embedded bytes'}) {problem}; {REBUILD_HINT}") from err
+        return image
 
 
 class TrainingPairs(torch.utils.data.Dataset):

@@ -11,6 +11,7 @@ the `.incomplete` folder, which `datasets` deletes, so no later call can trust a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,8 +44,9 @@ class TBPSBuilderConfig(datasets.BuilderConfig):
             release's file name(s).
         skip_bad_images (`bool`): skip records whose image is missing or unreadable (counted and logged) instead of
             raising.
-        annotation_fingerprint (`str`, *optional*): path, mtime and size of the annotation file. Set by the builder so
-            that it is part of the cache id: an edited annotation file is never served from a stale cache.
+        annotation_fingerprint (`str`, *optional*): path and SHA-256 of the annotation file's bytes. Set by the
+            builder so that it is part of the cache id: an edited annotation file is never served from a stale cache,
+            even when an in-place edit keeps its size and modification time.
     """
 
     annotation_file: Optional[str] = None
@@ -53,10 +55,16 @@ class TBPSBuilderConfig(datasets.BuilderConfig):
 
 
 def _fingerprint(path: Optional[str]) -> str:
+    """``abspath|sha256`` of the annotation file. The content, not size + mtime: an edit in place that keeps both
+    (a same-length fix, ``touch -r``, a copy preserving times) must still invalidate the cache. Hashing the
+    largest release file (CUHK-PEDES, ~50 MB) costs a fraction of a second."""
     if path is None or not os.path.isfile(path):
         return "missing"
-    stat = os.stat(path)
-    return f"{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{os.path.abspath(path)}|sha256:{digest.hexdigest()}"
 
 
 def check_image(path: str) -> None:
@@ -254,6 +262,11 @@ class TBPSBenchmarkBuilder(datasets.GeneratorBasedBuilder):
                 raise ValueError(f"{where}: 'captions' must be a list of strings, got {captions!r}")
             if not captions:
                 raise ValueError(f"{where} has an empty caption list")
+            for position, caption in enumerate(captions):
+                if not caption.strip():
+                    raise ValueError(
+                        f"{where}: caption {position} is empty or whitespace only ({caption!r}); every query needs words"
+                    )
 
             file_path = record[self.PATH_KEY]
             if not isinstance(file_path, str) or not file_path:
