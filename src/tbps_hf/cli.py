@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "export": ("tbps_hf.data.cli", "configure_export_parser", "run_export", "Export a dataset to Parquet for the hub."),
     "verify": ("tbps_hf.data.cli", "configure_verify_parser", "run_verify", "Check split sizes against the published ones."),
     "demo": ("tbps_hf.demo", "configure_demo_parser", "run_demo", "Launch the Gradio search demo over a gallery folder."),
+    "convert": ("tbps_hf.convert", "configure_parser", "run", "Convert an officially released checkpoint to a model folder."),
 }
 
 

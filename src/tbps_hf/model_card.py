@@ -1,4 +1,4 @@
-"""Model cards: ``write_model_card`` renders ``model_cards/template.md`` into a saved model folder's ``README.md``.
+"""Model cards: ``write_model_card`` renders the packaged template (``tbps_hf/templates/model_card.md``) into a saved model folder's ``README.md``.
 
 The YAML header (library, tags, datasets, metrics and a ``model-index`` with the evaluation results) is built with
 ``huggingface_hub.ModelCardData`` / ``EvalResult`` so the hub parses it as it does any transformers model card.
@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "model_cards" / "template.md"
+# Inside the package (package data), so a wheel install renders the same card as a source checkout.
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 
 DATASET_NAMES = {
     "cuhk-pedes": "CUHK-PEDES",
@@ -51,11 +52,18 @@ def _markdown_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def build_card_data(method: str, dataset: str, metrics: Mapping[str, Any] | None, model_name: str, preset: str):
+def build_card_data(
+    method: str,
+    dataset: str | None,
+    metrics: Mapping[str, Any] | None,
+    model_name: str,
+    preset: str,
+    license: str = "apache-2.0",
+):
     from huggingface_hub import EvalResult, ModelCardData
 
-    dataset_key = dataset.lower().replace("_", "-")
-    pretty = DATASET_NAMES.get(dataset_key, dataset)
+    dataset_key = dataset.lower().replace("_", "-") if dataset else None
+    pretty = DATASET_NAMES.get(dataset_key, dataset) if dataset else None
     eval_results = [
         EvalResult(
             task_type="text-based-person-search",
@@ -67,15 +75,15 @@ def build_card_data(method: str, dataset: str, metrics: Mapping[str, Any] | None
             metric_name=name,
             metric_value=round(value, 2),
         )
-        for split, values in _by_split(metrics).items()
+        for split, values in (_by_split(metrics) if dataset_key else {}).items()
         for name, value in values.items()
     ]
     return ModelCardData(
         model_name=model_name,
         library_name="transformers",
-        license="apache-2.0",
+        license=license,
         tags=["text-based-person-search", "person-retrieval", "image-text-retrieval", "tbps-hf", method, f"preset-{preset}"],
-        datasets=[dataset_key],
+        datasets=[dataset_key] if dataset_key else None,
         metrics=["recall", "map", "minp", "msd"],
         eval_results=eval_results or None,
     )
@@ -85,12 +93,14 @@ def write_model_card(
     output_dir: str | os.PathLike,
     method: str,
     preset: str,
-    dataset: str,
+    dataset: str | None,
     metrics: Mapping[str, Any] | None = None,
     training_args: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     repo_id: str | None = None,
     template_path: str | os.PathLike | None = None,
+    source: str | None = None,
+    license: str = "apache-2.0",
 ) -> Path:
     """Write ``README.md`` (a model card) into a saved model folder.
 
@@ -98,14 +108,17 @@ def write_model_card(
         output_dir: the folder holding the saved model (``save_pretrained``).
         method: ``"ivt"``, ``"pcc"``, ``"cfam"`` or ``"laip"``.
         preset: the config preset trained (``"tiny"``, ``"base"`` …).
-        dataset: the training/evaluation dataset name (``"cuhk-pedes"``, ``"procpedes"`` …).
+        dataset: the training/evaluation dataset name (``"cuhk-pedes"``, ``"procpedes"`` …); ``None`` when unknown
+            (a converted release).
         metrics: ``{"R@1": .., "R@5": .., "R@10": .., "mAP": .., "mINP": .., "mSD": ..}`` for the test split, or
             ``{split: {...}}`` for several splits (percent values). Other keys are ignored.
         training_args: hyperparameters to list (learning rate, epochs, batch size …); values must be JSON-able.
         model_name: card title (default ``"<method>-<preset>-<dataset>"``).
         repo_id: the hub id / folder used in the usage snippet (default: the folder name).
-        template_path: a Jinja template (default ``model_cards/template.md``; huggingface_hub's default template
-            when that file is not shipped, e.g. in a wheel).
+        template_path: a Jinja template (default: the packaged ``tbps_hf/templates/model_card.md``).
+        source: where the weights come from, in markdown (a converted release: its repository, file, checksum and
+            licence); default: "trained with tbps-hf".
+        license: the card's licence (SPDX id): the licence of the weights, e.g. ``"mit"`` for the IVT release.
 
     Returns:
         The path of the written ``README.md``.
@@ -116,8 +129,9 @@ def write_model_card(
     output_dir.mkdir(parents=True, exist_ok=True)
     method_key = method.lower()
     info = _method_info(method_key)
-    model_name = model_name or f"{method_key}-{preset}-{dataset.lower()}"
-    card_data = build_card_data(method_key, dataset, metrics, model_name, preset)
+    dataset_pretty = DATASET_NAMES.get(dataset.lower().replace("_", "-"), dataset) if dataset else "an unnamed dataset"
+    model_name = model_name or f"{method_key}-{preset}-{(dataset or 'model').lower()}"
+    card_data = build_card_data(method_key, dataset, metrics, model_name, preset, license=license)
 
     by_split = _by_split(metrics)
     names = sorted({n for values in by_split.values() for n in values})
@@ -148,16 +162,14 @@ def write_model_card(
         architecture=info["architecture"],
         citation=info["citation"],
         preset=preset,
-        dataset_pretty=DATASET_NAMES.get(dataset.lower().replace("_", "-"), dataset),
+        dataset_pretty=dataset_pretty,
         repo_id=repo_id or output_dir.name,
         similarity_range=similarity_range,
         metrics_table=metrics_table,
         training_table=training_table,
+        source=source or f"trained with tbps-hf (preset `{preset}`) on {dataset_pretty}.",
     )
-    if template.is_file():
-        card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
-    else:
-        card = ModelCard.from_template(card_data, model_description=f"{info['title']} ({info['paper']})", **kwargs)
+    card = ModelCard.from_template(card_data, template_path=str(template), **kwargs)
     path = output_dir / "README.md"
     card.save(path)
     return path
