@@ -35,31 +35,15 @@ class BackboneRoleError(TBPSUserError, ValueError):
     """``--backbone_checkpoints`` names a role the method does not have (or gives it no checkpoint)."""
 
 
-# Roles per method, for methods whose registry entry does not list them (SHIM until MethodInfo.backbone_roles).
-_FALLBACK_ROLES: dict[str, tuple[str, ...]] = {"ivt": ("vit", "bert"), "pcc": ("image", "text"), "cfam": ("clip",)}
 # The role whose checkpoint carries the tokenizer, in order of preference (CLIP and ALBEF carry both modalities).
 TEXT_ROLES: tuple[str, ...] = ("text", "bert", "clip")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def _method_for(config: Any):
-    from .models import METHODS, load_all
-
-    load_all()
-    for method in METHODS.values():
-        if isinstance(config, method.config_class):
-            return method
-    raise ValueError(f"no registered method uses config class {type(config).__name__}")
-
-
 def backbone_roles(method: Any) -> tuple[str, ...]:
-    """The ``from_backbones`` roles of ``method`` (a registry entry)."""
-    for owner in (method, getattr(method, "info", None)):
-        roles = getattr(owner, "backbone_roles", None)
-        if roles:
-            return tuple(roles)
-    return _FALLBACK_ROLES.get(method.name, ())
+    """The ``from_backbones`` roles of ``method`` (a registry entry: ``MethodInfo.backbone_roles``)."""
+    return tuple(method.info.backbone_roles)
 
 
 def resolve_backbones(method: Any, config: Any, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -126,7 +110,10 @@ def check_backbones(config: Any, overrides: Mapping[str, str] | None = None, met
     Returns the resolved role → checkpoint mapping (empty for presets without ``backbone_checkpoints``).
     Raises `BackboneUnavailableError` naming the role, the id, and the two ways out.
     """
-    method = method or _method_for(config)
+    if method is None:
+        from .models import method_for_config
+
+        method = method_for_config(config)
     checkpoints = resolve_backbones(method, config, overrides)
     for role, name in checkpoints.items():
         reason = _unavailable_reason(name)
