@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "verify": ("tbps_hf.data.cli", "configure_verify_parser", "run_verify", "Check split sizes against the published ones."),
     "demo": ("tbps_hf.demo", "configure_demo_parser", "run_demo", "Launch the Gradio search demo over a gallery folder."),
     "convert": ("tbps_hf.convert", "configure_parser", "run", "Convert an officially released checkpoint to a model folder."),
+    "push": ("tbps_hf.hub", "configure_parser", "run", "Upload a model folder or a metric to the Hugging Face Hub."),
 }
 
 
