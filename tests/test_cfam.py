@@ -16,7 +16,8 @@ from transformers.initialization import no_init_weights
 import tbps_hf
 from tbps_hf.losses.sdm import sdm_loss, sdm_loss_from_embeddings
 from tbps_hf.models.cfam import CFAMConfig, CFAMModel, CFAMProcessor
-from tbps_hf.models.cfam.modeling_cfam import extend_text_positions, hardest_negatives, resize_vision_positions
+from tbps_hf.modeling_utils import resize_position_table
+from tbps_hf.models.cfam.modeling_cfam import extend_text_positions, hardest_negatives
 
 CAPTIONS = [
     "a woman in a red coat carrying a black backpack",
@@ -475,13 +476,13 @@ def test_position_table_resizing():
     torch.testing.assert_close(ext[20 + 1], w[20] + (w[21] - w[20]) * 56 / 147)
     assert torch.equal(extend_text_positions(w, 40), w[:40])
     v = torch.randn(1 + 14 * 14, 8)
-    r = resize_vision_positions(v, (24, 8))
+    r = resize_position_table(v, (24, 8), mode="bicubic")
     assert r.shape == (1 + 24 * 8, 8) and torch.equal(r[0], v[0])
-    torch.testing.assert_close(resize_vision_positions(v, (14, 14)), v)
+    torch.testing.assert_close(resize_position_table(v, (14, 14), mode="bicubic"), v)
     const = torch.ones(1 + 16, 3)
-    torch.testing.assert_close(resize_vision_positions(const, (6, 2)), torch.ones(13, 3))
+    torch.testing.assert_close(resize_position_table(const, (6, 2), mode="bicubic"), torch.ones(13, 3))
     with pytest.raises(ValueError, match="square"):
-        resize_vision_positions(torch.randn(1 + 15, 8), (3, 5))
+        resize_position_table(torch.randn(1 + 15, 8), (3, 5), mode="bicubic")
 
 
 def _tiny_clip(tmp_path):

@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModel, AutoProcessor, BertConfig, BertM
 import tbps_hf  # noqa: F401  (registers the Auto classes)
 from tbps_hf.losses.cmpm import cmpm_loss
 from tbps_hf.models.ivt import IVTConfig, IVTModel, IVTProcessor
-from tbps_hf.models.ivt.modeling_ivt import interpolate_position_embeddings, random_patch_mask, random_text_mask
+from tbps_hf.modeling_utils import resize_position_table
+from tbps_hf.models.ivt.modeling_ivt import random_patch_mask, random_text_mask
 
 CAPTIONS = [
     "A woman in a red coat carrying a black backpack. She wears blue jeans, white shoes.",
@@ -267,7 +268,7 @@ def test_from_backbones_copies_weights_and_interpolates_positions(tmp_path):
     assert torch.equal(pos[:, 0], old[:, 0])  # class-token position kept
     # a constant-over-rows grid stays constant after resizing; a gradient stays monotone
     ramp = torch.arange(16.0).reshape(4, 4).repeat_interleave(32).reshape(1, 16, 32)
-    resized = interpolate_position_embeddings(torch.cat([torch.zeros(1, 1, 32), ramp], 1), (8, 4))[0, 1:, 0]
+    resized = resize_position_table(torch.cat([torch.zeros(1, 1, 32), ramp], 1), (8, 4))[0, 1:, 0]
     rows = resized.reshape(8, 4)
     assert (rows[1:, 0] >= rows[:-1, 0]).all() and (rows[:, 1:] >= rows[:, :-1]).all()
     # loaded model runs

@@ -510,16 +510,18 @@ def test_full_presets_forward():
 
 def test_attention_is_finite_under_float16_autocast():
     # max-pooled ResNet features of a fresh backbone reach hundreds: q·k then overflows float16 unless upcast
-    from tbps_hf.models.pcc.modeling_pcc import PCCAttention
+    from tbps_hf.models.pcc.modeling_pcc import _attention
 
     torch.manual_seed(0)
-    attention = PCCAttention(hidden_size=256, num_heads=2).eval()
+    attention = _attention(tiny(hidden_size=256, num_attention_heads=2)).eval()
     memory = 300 * torch.rand(2, 12, 256)
     mask = torch.zeros(2, 12, dtype=torch.bool)
     mask[1, 8:] = True
-    reference, reference_weights = attention(memory, memory, mask)
+    reference, reference_weights = attention(memory, memory, key_mask=~mask, output_attentions=True)
     with torch.autocast("cpu", dtype=torch.float16):
-        out, weights = attention(memory, memory, mask)
+        out, weights = attention(memory, memory, key_mask=~mask, output_attentions=True)
+        fused = attention(memory, memory, key_mask=~mask)[0]  # SDPA, also in float32
+    assert torch.isfinite(fused).all()
     assert torch.isfinite(out).all() and weights.dtype == torch.float32
     assert torch.allclose(weights, reference_weights, atol=1e-2)
     assert torch.nn.functional.cosine_similarity(out.float().flatten(1), reference.flatten(1)).min() > 0.999

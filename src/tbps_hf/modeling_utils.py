@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 Features = Any  # a [N, d] tensor, or a ModelOutput / dataclass whose tensor fields all have batch dimension N
 
@@ -31,7 +33,9 @@ class TBPSPreTrainedModel(PreTrainedModel):
     """
 
     main_input_name = "pixel_values"
-    supports_gradient_checkpointing = False
+    # layers subclass GradientCheckpointingLayer; attention runs through `TBPSAttention` (eager or SDPA)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
 
     @property
     def similarity_range(self) -> tuple[float, float]:
@@ -71,14 +75,128 @@ def patch_attention_map(to_patches: torch.Tensor, grid_size: tuple[int, int]) ->
     return (to_patches / to_patches.sum(dim=-1, keepdim=True)).reshape(-1, *grid_size)
 
 
-def attention_probabilities(query: torch.Tensor, key: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax attention weights `[B, heads, Lq, Lk]` from per-head `query [B, heads, Lq, d]` and `key [B, heads,
-    Lk, d]` (key_mask `[B, Lk]`, True = may be attended), in float32. The models run fused
-    `scaled_dot_product_attention`, which never materializes these; attention maps recompute them."""
-    scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
-    return scores.softmax(dim=-1)
+# ------------------------------------------------------------------------------------------------ attention, once
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention written out (transformers' eager signature): per-head `query [B, h, Lq, d]`, `key` /
+    `value [B, h, Lk, d]`, `attention_mask` bool `[B, 1, 1 | Lq, Lk]` (True = may be attended) → (output
+    `[B, Lq, h, d]`, weights `[B, h, Lq, Lk]` before dropout). The softmax runs in float32."""
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = (query @ key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1, dtype=torch.float32)
+    output = F.dropout(weights, p=dropout, training=module.training).to(value.dtype) @ value
+    return output.transpose(1, 2).contiguous(), weights
+
+
+class TBPSAttention(nn.Module):
+    """Multi-head (self or cross) attention on transformers' attention interface, shared by every method.
+
+    q/k/v/out projections are plain `nn.Linear` modules named as in CLIP (PEFT LoRA targets them by name). The kernel
+    is `ALL_ATTENTION_FUNCTIONS[config._attn_implementation]` ("sdpa" by default), or the eager one above for
+    `"eager"` and whenever the weights are asked for (`output_attentions=True`: attention maps come from the model's
+    own forward, never a replay). `float32_logits` runs q·k and the softmax in float32 even under autocast (PCC:
+    un-normalized backbone features overflow float16).
+    """
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = True,
+        float32_logits: bool = False,
+    ):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} attention heads")
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = dropout
+        self.float32_logits = float32_logits
+        self.is_causal = False
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=qkv_bias)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        hidden_states `[B, Lq, D]`; key_value_states `[B, Lk, D]` (self-attention when None); key_mask `[B, Lk]`
+        (1 / True where the key may be attended) → (output `[B, Lq, D]`, weights `[B, heads, Lq, Lk]` or None).
+        """
+        memory = hidden_states if key_value_states is None else key_value_states
+        query = split_heads(self.q_proj(hidden_states), self.num_heads)
+        key = split_heads(self.k_proj(memory), self.num_heads)
+        value = split_heads(self.v_proj(memory), self.num_heads)
+        mask = None if key_mask is None else key_mask.bool()[:, None, None, :]
+        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
+        if output_attentions or implementation == "eager":
+            attention = eager_attention_forward
+        else:
+            attention = ALL_ATTENTION_FUNCTIONS[implementation]
+        dropout = self.dropout if self.training else 0.0
+        if self.float32_logits:
+            with torch.autocast(device_type=query.device.type, enabled=False):
+                output, weights = attention(
+                    self, query.float(), key.float(), value.float(), mask, scaling=self.scaling, dropout=dropout
+                )
+            output = output.to(value.dtype)
+        else:
+            output, weights = attention(self, query, key, value, mask, scaling=self.scaling, dropout=dropout)
+        output = self.out_proj(output.reshape(*hidden_states.shape[:-1], -1))
+        return output, (weights if output_attentions else None)
+
+
+def resize_position_table(
+    table: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    num_prefix_tokens: int = 1,
+    mode: str = "bilinear",
+) -> torch.Tensor:
+    """Resize a table of learned 2-D position embeddings to another patch grid.
+
+    table: `[P + h*w, d]` or `[1, P + h*w, d]` with `P = num_prefix_tokens` rows (class token) kept as they are;
+    old_grid: `(h, w)` of the table (default: square). Returns the same layout on `new_grid` `(rows, cols)`
+    (unchanged when the grids agree). The interpolation runs in float32.
+    """
+    batched = table.dim() == 3
+    rows2d = table[0] if batched else table
+    prefix, grid = rows2d[:num_prefix_tokens], rows2d[num_prefix_tokens:]
+    if old_grid is None:
+        side = int(math.isqrt(grid.shape[0]))
+        if side * side != grid.shape[0]:
+            raise ValueError(f"position embeddings of {grid.shape[0]} patches are not a square grid")
+        old_grid = (side, side)
+    new_grid = tuple(int(v) for v in new_grid)
+    if tuple(old_grid) == new_grid:
+        return table.clone()
+    image = grid.reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2).float()
+    image = F.interpolate(image, size=new_grid, mode=mode, align_corners=False)
+    grid = image.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(table.dtype)
+    resized = torch.cat([prefix, grid], dim=0)
+    return resized.unsqueeze(0) if batched else resized
 
 
 def _tensor_fields(features: Features) -> dict[str, torch.Tensor]:

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from transformers.utils import ModelOutput
 
 from ...losses.sdm import sdm_loss
-from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities, patch_attention_map, split_heads
+from ...modeling_utils import TBPSAttention, TBPSPreTrainedModel, patch_attention_map, resize_position_table
 from .configuration_cfam import CFAMConfig
 
 
@@ -93,62 +94,38 @@ class CFAMVisionEmbeddings(CLIPVisionEmbeddings):
         return embeddings + self.position_embedding(self.position_ids)
 
 
-class CFAMAttention(nn.Module):
-    """Multi-head (self or cross) attention with separate q/k/v/out projections.
+class CFAMBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block: self-attention, optional cross-attention to a memory, MLP. The attention
+    projections are named as CLIP's, so one `lora_target_modules` list covers towers, decoder and Matcher."""
 
-    Hand-written rather than `nn.MultiheadAttention`, whose fused in-projection PEFT LoRA cannot target; the names
-    match CLIP's so one `lora_target_modules` list covers towers, decoder and Matcher.
-    """
-
-    def __init__(self, hidden_size: int, num_heads: int):
+    def __init__(self, config: CFAMConfig, cross_attention: bool):
         super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(hidden_size, hidden_size)
-        self.v_proj = nn.Linear(hidden_size, hidden_size)
-        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        hidden_size, num_heads = config.decoder_hidden_size, config.decoder_num_heads
+        self.self_attn_norm = nn.LayerNorm(hidden_size)
+        self.self_attn = TBPSAttention(config, hidden_size, num_heads)
+        self.cross_attn_norm = nn.LayerNorm(hidden_size) if cross_attention else None
+        self.cross_attn = TBPSAttention(config, hidden_size, num_heads) if cross_attention else None
+        self.mlp_norm = nn.LayerNorm(hidden_size)
+        self.fc1 = nn.Linear(hidden_size, config.decoder_intermediate_size)
+        self.fc2 = nn.Linear(config.decoder_intermediate_size, hidden_size)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        key_value_states: torch.Tensor | None = None,
-        key_padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """hidden_states `[B, Lq, D]`; key_value_states `[B, Lk, D]` (self-attention when None);
-        key_padding_mask `[B, Lk]`, 1 / True where the key may be attended."""
-        kv = hidden_states if key_value_states is None else key_value_states
-        batch, q_len, dim = hidden_states.shape
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = heads(self.q_proj(hidden_states)), heads(self.k_proj(kv)), heads(self.v_proj(kv))
-        mask = None if key_padding_mask is None else key_padding_mask.bool()[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, q_len, dim))
-
-
-class CFAMBlock(nn.Module):
-    """Pre-norm transformer block: self-attention, optional cross-attention to a memory, MLP."""
-
-    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, cross_attention: bool):
-        super().__init__()
-        self.self_attn_norm = nn.LayerNorm(hidden_size)
-        self.self_attn = CFAMAttention(hidden_size, num_heads)
-        self.cross_attn_norm = nn.LayerNorm(hidden_size) if cross_attention else None
-        self.cross_attn = CFAMAttention(hidden_size, num_heads) if cross_attention else None
-        self.mlp_norm = nn.LayerNorm(hidden_size)
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
-
-    def forward(self, hidden_states, memory=None, memory_mask=None):
-        hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states))
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states `[B, Lq, D]`, memory `[B, Lk, D]`, memory_mask `[B, Lk]` (1 = may be attended) →
+        (`[B, Lq, D]`, cross-attention weights `[B, heads, Lq, Lk]` when `output_attentions`)."""
+        hidden_states = hidden_states + self.self_attn(self.self_attn_norm(hidden_states))[0]
+        weights = None
         if self.cross_attn is not None:
-            hidden_states = hidden_states + self.cross_attn(
-                self.cross_attn_norm(hidden_states), key_value_states=memory, key_padding_mask=memory_mask
+            attended, weights = self.cross_attn(
+                self.cross_attn_norm(hidden_states), memory, key_mask=memory_mask, output_attentions=output_attentions
             )
-        return hidden_states + self.fc2(F.gelu(self.fc1(self.mlp_norm(hidden_states))))
+            hidden_states = hidden_states + attended
+        return hidden_states + self.fc2(F.gelu(self.fc1(self.mlp_norm(hidden_states)))), weights
 
 
 class CFAMGranularityDecoder(nn.Module):
@@ -159,19 +136,25 @@ class CFAMGranularityDecoder(nn.Module):
         dim = config.decoder_hidden_size
         # Identity for B/16 (512 = 512); L/14's 768-d tokens are mapped to the 512-d decoder of §5.1.
         self.input_proj = nn.Identity() if config.projection_dim == dim else nn.Linear(config.projection_dim, dim)
-        self.layers = nn.ModuleList(
-            CFAMBlock(dim, config.decoder_num_heads, config.decoder_intermediate_size, cross_attention=True)
-            for _ in range(config.decoder_num_layers)
-        )
+        self.layers = nn.ModuleList(CFAMBlock(config, cross_attention=True) for _ in range(config.decoder_num_layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor | None = None):
-        """queries `[K, D]`, tokens `[B, L, projection_dim]`, token_mask `[B, L]` → `[B, K, D]`."""
+    def forward(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """queries `[K, D]`, tokens `[B, L, projection_dim]`, token_mask `[B, L]` → (`[B, K, D]`, per-layer
+        cross-attention weights `[B, heads, K, L]` when `output_attentions`)."""
         memory = self.input_proj(tokens)
         hidden = queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        attentions = []
         for layer in self.layers:
-            hidden = layer(hidden, memory, token_mask)
-        return self.norm(hidden)
+            hidden, weights = layer(hidden, memory, token_mask, output_attentions=output_attentions)
+            attentions.append(weights)
+        return self.norm(hidden), (tuple(attentions) if output_attentions else None)
 
 
 class CFAMMatcher(nn.Module):
@@ -185,10 +168,7 @@ class CFAMMatcher(nn.Module):
         super().__init__()
         dim = config.decoder_hidden_size
         self.position_embeddings = nn.Parameter(torch.zeros(2 * config.num_granularity_queries, dim))
-        self.layers = nn.ModuleList(
-            CFAMBlock(dim, config.decoder_num_heads, config.decoder_intermediate_size, cross_attention=False)
-            for _ in range(config.matcher_num_layers)
-        )
+        self.layers = nn.ModuleList(CFAMBlock(config, cross_attention=False) for _ in range(config.matcher_num_layers))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1))
 
@@ -196,7 +176,7 @@ class CFAMMatcher(nn.Module):
         """`[M, K, D]` each → match logits `[M]` (sigmoid gives the match probability p(V̄, W̄))."""
         hidden = torch.cat([image_granularity, text_granularity], dim=1) + self.position_embeddings
         for layer in self.layers:
-            hidden = layer(hidden)
+            hidden = layer(hidden)[0]
         return self.head(self.norm(hidden).mean(dim=1)).squeeze(-1)
 
 
@@ -232,19 +212,6 @@ def extend_text_positions(weight: torch.Tensor, length: int, keep: int = 20) -> 
     rest = weight[keep:].t().unsqueeze(0)  # [1, d, L0 - keep]
     stretched = F.interpolate(rest.float(), size=length - keep, mode="linear", align_corners=True)
     return torch.cat([weight[:keep], stretched[0].t().to(weight.dtype)], dim=0)
-
-
-def resize_vision_positions(weight: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-    """Resize a square CLIP vision position table `[1 + n*n, d]` to `[1 + h*w, d]` (bicubic, as IRRA does)."""
-    cls_pos, patch_pos = weight[:1], weight[1:]
-    side = int(round(patch_pos.shape[0] ** 0.5))
-    if side * side != patch_pos.shape[0]:
-        raise ValueError(f"expected a square grid of vision position embeddings, got {patch_pos.shape[0]} patches")
-    if (side, side) == tuple(grid_size):
-        return weight.clone()
-    grid = patch_pos.t().reshape(1, -1, side, side).float()
-    grid = F.interpolate(grid, size=tuple(grid_size), mode="bicubic", align_corners=False)
-    return torch.cat([cls_pos, grid.reshape(weight.shape[1], -1).t().to(weight.dtype)], dim=0)
 
 
 class CFAMPreTrainedModel(TBPSPreTrainedModel):
@@ -371,12 +338,13 @@ class CFAMModel(CFAMPreTrainedModel):
     def image_granularity(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """`[B, L, P]` → `[B, K, D]`."""
         decoder = self.granularity_decoder if self.config.share_decoder else self.image_decoder
-        return self._batch_norm(decoder(self.granularity_queries, image_tokens), "image_granularity_norm")
+        return self._batch_norm(decoder(self.granularity_queries, image_tokens)[0], "image_granularity_norm")
 
     def text_granularity(self, text_tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """`[B, L, P]` → `[B, K, D]`; padding tokens are not attended."""
         decoder = self.granularity_decoder if self.config.share_decoder else self.text_decoder
-        return self._batch_norm(decoder(self.granularity_queries, text_tokens, attention_mask), "text_granularity_norm")
+        granularity = decoder(self.granularity_queries, text_tokens, attention_mask)[0]
+        return self._batch_norm(granularity, "text_granularity_norm")
 
     def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """`pixel_values [I, 3, H, W]` → `[I, rows, cols]`: where the K granularity queries look in the last decoder
@@ -385,18 +353,8 @@ class CFAMModel(CFAMPreTrainedModel):
         if not self.config.uses_decoder:
             return None
         decoder = self.granularity_decoder if self.config.share_decoder else self.image_decoder
-        memory = decoder.input_proj(self.encode_image(pixel_values)[1])
-        hidden = self.granularity_queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        for layer in decoder.layers[:-1]:
-            hidden = layer(hidden, memory)
-        last = decoder.layers[-1]
-        hidden = hidden + last.self_attn(last.self_attn_norm(hidden))
-        attention, heads = last.cross_attn, last.cross_attn.num_heads
-        weights = attention_probabilities(
-            split_heads(attention.q_proj(last.cross_attn_norm(hidden)), heads),
-            split_heads(attention.k_proj(memory), heads),
-        )
-        return patch_attention_map(weights.mean(dim=(1, 2))[:, 1:], self.config.grid_size)
+        attentions = decoder(self.granularity_queries, self.encode_image(pixel_values)[1], output_attentions=True)[1]
+        return patch_attention_map(attentions[-1].float().mean(dim=(1, 2))[:, 1:], self.config.grid_size)
 
     @staticmethod
     def local_similarity(image_granularity: torch.Tensor, text_granularity: torch.Tensor) -> torch.Tensor:
@@ -542,7 +500,7 @@ class CFAMModel(CFAMPreTrainedModel):
 
         Without `config`, the tower sizes come from the checkpoint and the rest from `preset` (+ overrides), with
         `tokenizer_name=clip` and `embedding_batch_norm=False`. The text position table is stretched to `max_text_length` (`extend_text_positions`)
-        and the square vision position grid is resized to the crop's patch grid (`resize_vision_positions`).
+        and the square vision position grid is resized to the crop's patch grid (`resize_position_table`, bicubic).
         """
         clip_model = CLIPModel.from_pretrained(clip)
         clip_config = clip_model.config
@@ -572,7 +530,7 @@ class CFAMModel(CFAMPreTrainedModel):
         model = cls(config)
         vision_state = clip_model.vision_model.state_dict()
         key = "embeddings.position_embedding.weight"
-        vision_state[key] = resize_vision_positions(vision_state[key], config.grid_size)
+        vision_state[key] = resize_position_table(vision_state[key], config.grid_size, mode="bicubic")  # as IRRA
         model.vision_model.load_state_dict(vision_state)
         text_state = clip_model.text_model.state_dict()
         text_state[key] = extend_text_positions(text_state[key], config.max_text_length)
@@ -582,4 +540,4 @@ class CFAMModel(CFAMPreTrainedModel):
         return model
 
 
-__all__ = ["CFAMModel", "CFAMOutput", "CFAMPreTrainedModel", "extend_text_positions", "resize_vision_positions"]
+__all__ = ["CFAMModel", "CFAMOutput", "CFAMPreTrainedModel", "extend_text_positions"]

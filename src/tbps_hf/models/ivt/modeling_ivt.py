@@ -12,7 +12,6 @@ and text word tokens is hidden from attention in every training forward.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -21,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ...losses.cmpm import cmpm_loss
-from ...modeling_utils import TBPSPreTrainedModel, attention_probabilities, patch_attention_map, split_heads
+from ...modeling_utils import TBPSAttention, TBPSPreTrainedModel, patch_attention_map, resize_position_table
 from .configuration_ivt import IVTConfig
 
 
@@ -180,36 +180,6 @@ class IVTTextEmbeddings(nn.Module):
         return self.dropout(self.layer_norm(embeddings))
 
 
-class IVTAttention(nn.Module):
-    """Multi-head self-attention shared by both modalities; projections named for PEFT `target_modules`."""
-
-    def __init__(self, config: IVTConfig):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout = config.attention_probs_dropout_prob
-
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states [B, N, hidden]`, `key_mask [B, N]` bool (True = may be attended) → `[B, N, hidden]`."""
-        batch, length, _ = hidden_states.shape
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-
-        query = heads(self.q_proj(hidden_states))
-        key = heads(self.k_proj(hidden_states))
-        value = heads(self.v_proj(hidden_states))
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out_proj(context.transpose(1, 2).reshape(batch, length, -1))
-
-
 class IVTMLP(nn.Module):
     def __init__(self, config: IVTConfig):
         super().__init__()
@@ -222,22 +192,39 @@ class IVTMLP(nn.Module):
         return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
 
 
-class IVTLayer(nn.Module):
+class IVTLayer(GradientCheckpointingLayer):
     """One block (Eq. 3-4): shared pre-LN self-attention, then the modality's own pre-LN MLP."""
 
     def __init__(self, config: IVTConfig, drop_path: float = 0.0):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = IVTAttention(config)
+        self.attention = TBPSAttention(
+            config,
+            config.hidden_size,
+            config.num_attention_heads,
+            dropout=config.attention_probs_dropout_prob,
+            qkv_bias=config.qkv_bias,
+        )
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp_image = IVTMLP(config)
         self.mlp_text = IVTMLP(config)
         self.drop_path = IVTDropPath(drop_path)
 
-    def forward(self, hidden_states: torch.Tensor, modality: str, key_mask: torch.Tensor | None = None):
-        hidden_states = hidden_states + self.drop_path(self.attention(self.layernorm_before(hidden_states), key_mask))
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        modality: str,
+        key_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states [B, N, hidden]`, `key_mask [B, N]` (True = may be attended) → (`[B, N, hidden]`,
+        attention weights `[B, heads, N, N]` when `output_attentions`)."""
+        attended, weights = self.attention(
+            self.layernorm_before(hidden_states), key_mask=key_mask, output_attentions=output_attentions
+        )
+        hidden_states = hidden_states + self.drop_path(attended)
         mlp = self.mlp_image if modality == "image" else self.mlp_text
-        return hidden_states + self.drop_path(mlp(self.layernorm_after(hidden_states)))
+        return hidden_states + self.drop_path(mlp(self.layernorm_after(hidden_states))), weights
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,13 +294,19 @@ class IVTModel(IVTPreTrainedModel):
 
     # -- encoders ------------------------------------------------------------------------------------------------
 
-    def _encode(self, hidden_states: torch.Tensor, modality: str, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def _encode(
+        self, hidden_states: torch.Tensor, modality: str, key_mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Token embeddings `[B, N, hidden]` → (class-token embeddings `[B, hidden]`, per-layer attention weights
+        `[B, heads, N, N]` when `output_attentions`)."""
+        attentions = []
         for layer in self.layers:
-            hidden_states = layer(hidden_states, modality, key_mask)
+            hidden_states, weights = layer(hidden_states, modality, key_mask, output_attentions=output_attentions)
+            attentions.append(weights)
         embeds = self.layernorm(hidden_states[:, 0])
         if self.config.embedding_batch_norm:
             embeds = self.embedding_norm[modality](embeds)
-        return embeds
+        return embeds, (tuple(attentions) if output_attentions else None)
 
     def _image_forward(self, pixel_values: torch.Tensor, bmm: bool):
         masked = keep_index = None
@@ -325,7 +318,7 @@ class IVTModel(IVTPreTrainedModel):
                 self.config.mask_ratio_sampling,
                 device=pixel_values.device,
             )
-        embeds = self._encode(self.image_embeddings(pixel_values, keep_index), "image", None)
+        embeds = self._encode(self.image_embeddings(pixel_values, keep_index), "image", None)[0]
         return embeds, masked
 
     def _text_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, bmm: bool):
@@ -347,7 +340,7 @@ class IVTModel(IVTPreTrainedModel):
             key_mask = key_mask & ~masked
         key_mask = key_mask.clone()
         key_mask[:, 0] = True  # the class token always attends somewhere (no all-masked rows)
-        embeds = self._encode(self.text_embeddings(input_ids), "text", key_mask)
+        embeds = self._encode(self.text_embeddings(input_ids), "text", key_mask)[0]
         if masked is not None and length < full_length:
             masked = F.pad(masked, (0, full_length - length), value=False)
         return embeds, masked
@@ -362,17 +355,10 @@ class IVTModel(IVTPreTrainedModel):
 
     def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`pixel_values [I, 3, H, W]` → `[I, rows, cols]`: the class token's attention to the patches in the last
-        layer (mean over heads, renormalized over the patches), i.e. what the image embedding is read from."""
-        hidden = self.image_embeddings(pixel_values)
-        for layer in self.layers[:-1]:
-            hidden = layer(hidden, "image")
-        last = self.layers[-1]
-        normed = last.layernorm_before(hidden)
-        attention, heads = last.attention, last.attention.num_heads
-        weights = attention_probabilities(
-            split_heads(attention.q_proj(normed[:, :1]), heads), split_heads(attention.k_proj(normed), heads)
-        )
-        return patch_attention_map(weights[:, :, 0, 1:].mean(dim=1), self.config.grid_size)
+        layer (mean over heads, renormalized over the patches), i.e. what the image embedding is read from. The
+        weights come from the model's own forward (`output_attentions`)."""
+        attentions = self._encode(self.image_embeddings(pixel_values), "image", None, output_attentions=True)[1]
+        return patch_attention_map(attentions[-1][:, :, 0, 1:].float().mean(dim=1), self.config.grid_size)
 
     def forward(
         self,
@@ -511,7 +497,7 @@ class IVTModel(IVTPreTrainedModel):
         copy("image_embeddings.cls_token", _pick(vit_state, ["embeddings.cls_token"]))
         copy(
             "image_embeddings.position_embeddings",
-            interpolate_position_embeddings(_pick(vit_state, ["embeddings.position_embeddings"]), config.grid_size),
+            resize_position_table(_pick(vit_state, ["embeddings.position_embeddings"]), config.grid_size),
         )
         ours["image_embeddings.type_embedding"].data.zero_()
         for i in range(config.num_hidden_layers):
@@ -585,19 +571,3 @@ def _check_backbones(config: IVTConfig, vit_cfg, bert_cfg) -> None:
         )
     if problems:
         raise ValueError("from_backbones: incompatible backbones: " + "; ".join(problems))
-
-
-def interpolate_position_embeddings(position_embeddings: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
-    """Resize ViT position embeddings `[1, 1 + h*w, d]` (square grid) to `[1, 1 + rows*cols, d]` bilinearly;
-    the class-token row is kept."""
-    cls_pos, grid = position_embeddings[:, :1], position_embeddings[0, 1:]
-    side = int(math.isqrt(grid.shape[0]))
-    if side * side != grid.shape[0]:
-        raise ValueError(f"ViT position embeddings of {grid.shape[0]} patches are not a square grid")
-    rows, cols = grid_size
-    if (side, side) == (rows, cols):
-        return position_embeddings
-    grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(position_embeddings.dtype)
-    return torch.cat([cls_pos, grid], dim=1)

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel, CLIPTextModel, CLIPVisionModel, ResNetModel, ViTModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from ...losses.identity import SharedIdentityClassifier, identity_classification_loss
 from ...losses.ranking import commonality_margin_ranking_loss, hardest_negative_ranking_loss
-from ...modeling_utils import TBPSPreTrainedModel
+from ...modeling_utils import TBPSAttention, TBPSPreTrainedModel, resize_position_table
 from .configuration_pcc import IMAGE_BACKBONES, TEXT_BACKBONES, PCCConfig
 
 
@@ -79,55 +80,14 @@ class PCCOutput(ModelOutput):
     image_attention_map: torch.FloatTensor | None = None
 
 
-class PCCAttention(nn.Module):
-    """Multi-head attention (Eq. 1-2) that also returns its weights (the decoder's map is needed for Eq. 5).
-
-    Hand-written rather than `nn.MultiheadAttention` so that q/k/v are plain `nn.Linear` modules PEFT can target.
-    """
-
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.q_proj = nn.Linear(hidden_size, hidden_size)
-        self.k_proj = nn.Linear(hidden_size, hidden_size)
-        self.v_proj = nn.Linear(hidden_size, hidden_size)
-        self.out_proj = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-
-    def forward(
-        self, query: torch.Tensor, memory: torch.Tensor, key_padding_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """
-        query `[B, Q, d]`, memory `[B, K, d]`, key_padding_mask `[B, K]` (True = ignore) →
-        (output `[B, Q, d]`, attention weights `[B, heads, Q, K]`).
-        """
-        q = self._heads(self.q_proj(query))
-        k = self._heads(self.k_proj(memory))
-        v = self._heads(self.v_proj(memory))
-        # Logits and softmax in float32 even under fp16 autocast: q·k of un-normalized backbone features (max-pooled
-        # ResNet maps reach hundreds) overflows float16's 65504 and the whole similarity turns NaN.
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            scores = q.float() @ k.float().transpose(-1, -2) / math.sqrt(self.head_dim)
-            if key_padding_mask is not None:
-                scores = scores.masked_fill(key_padding_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-        out = self.dropout(weights).to(v.dtype) @ v
-        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], -1)
-        return self.out_proj(out), weights
-
-
-class PCCEncoder(nn.Module):
+class PCCEncoder(GradientCheckpointingLayer):
     """Modality-specific encoder (Eq. 3): learnable position embeddings, then ``M + MHSA(M)``."""
 
     def __init__(self, config: PCCConfig, num_positions: int, grid: tuple[int, int] | None = None):
         super().__init__()
         self.grid = grid  # image: (h, w) of the position embeddings, resized when the input grid differs
         self.position_embedding = nn.Parameter(torch.zeros(1, num_positions, config.hidden_size))
-        self.attention = PCCAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+        self.attention = _attention(config)
 
     def forward(
         self, features: torch.Tensor, key_padding_mask: torch.Tensor | None = None, grid: tuple[int, int] | None = None
@@ -135,14 +95,14 @@ class PCCEncoder(nn.Module):
         """features `[B, r, d]` (image: flattened `grid` = (h, w), row-major) → self-attended features `[B, r, d]`."""
         pos = self.position_embedding
         if grid is not None and pos.shape[1] != features.shape[1]:
-            pos = _resize_grid_embedding(pos, self.grid, grid)
+            pos = resize_position_table(pos, grid, old_grid=self.grid, num_prefix_tokens=0)
         pos = pos[:, : features.shape[1]]
         hidden = features + pos.to(features.dtype)
-        attended, _ = self.attention(hidden, hidden, key_padding_mask)
-        return hidden + attended
+        key_mask = None if key_padding_mask is None else ~key_padding_mask
+        return hidden + self.attention(hidden, key_mask=key_mask)[0]
 
 
-class PCCDecoder(nn.Module):
+class PCCDecoder(GradientCheckpointingLayer):
     """Decoder (Eq. 4, 6): cross-attention from learnable tokens to encoded features, no residual (C = MHA(D, M)).
 
     Holds the D coarse tokens and, for the decoder the text passes through, the P text (fine) tokens.
@@ -154,23 +114,29 @@ class PCCDecoder(nn.Module):
         self.part_tokens = (
             nn.Parameter(torch.zeros(config.num_fine_parts, config.hidden_size)) if with_part_tokens else None
         )
-        self.attention = PCCAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+        self.attention = _attention(config)
 
     def forward(
-        self, memory: torch.Tensor, key_padding_mask: torch.Tensor | None = None, part: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """memory `[B, r, d]` → (embeddings `[B, D or P, d]`, weights `[B, heads, D or P, r]`)."""
+        self,
+        memory: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        part: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """memory `[B, r, d]` → (embeddings `[B, D or P, d]`, weights `[B, heads, D or P, r]` when
+        `output_attentions`)."""
         tokens = self.part_tokens if part else self.tokens
         query = tokens.to(memory.dtype).unsqueeze(0).expand(memory.shape[0], -1, -1)
-        return self.attention(query, memory, key_padding_mask)
+        key_mask = None if key_padding_mask is None else ~key_padding_mask
+        return self.attention(query, memory, key_mask=key_mask, output_attentions=output_attentions)
 
 
-def _resize_grid_embedding(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize `[1, h*w, d]` position embeddings from grid `old` to grid `new`."""
-    d = pos.shape[-1]
-    grid = pos.reshape(1, old[0], old[1], d).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new, mode="bilinear", align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], d)
+def _attention(config: PCCConfig) -> TBPSAttention:
+    # Logits and softmax in float32 even under fp16 autocast: q·k of un-normalized backbone features (max-pooled
+    # ResNet maps reach hundreds) overflows float16's 65504 and the whole similarity turns NaN.
+    return TBPSAttention(
+        config, config.hidden_size, config.num_attention_heads, dropout=config.attention_dropout, float32_logits=True
+    )
 
 
 def _feature_grid(config: PCCConfig) -> tuple[int, int]:
@@ -233,8 +199,8 @@ class PCCModel(PCCPreTrainedModel):
 
     def __init__(self, config: PCCConfig):
         super().__init__(config)
-        self.image_backbone = _build_backbone(config.backbone_config("image"), config.image_config["model_type"])
-        self.text_backbone = _build_backbone(config.backbone_config("text"), config.text_config["model_type"])
+        self.image_backbone = _build_backbone(self._tower_config("image"), config.image_config["model_type"])
+        self.text_backbone = _build_backbone(self._tower_config("text"), config.text_config["model_type"])
         text_positions = getattr(self.text_backbone.config, "max_position_embeddings", None)
         if text_positions is not None and config.max_text_length > text_positions:
             raise ValueError(
@@ -276,6 +242,14 @@ class PCCModel(PCCPreTrainedModel):
             self.text_backbone.requires_grad_(False)
 
     # ------------------------------------------------------------------ helpers
+    def _tower_config(self, which: str):
+        """The backbone's transformers config, with this model's attention implementation (eager | sdpa) for the
+        towers that have attention (ResNet has none)."""
+        tower = self.config.backbone_config(which)
+        if tower.model_type != "resnet":
+            tower._attn_implementation = self.config._attn_implementation
+        return tower
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.config.freeze_text_backbone:
@@ -334,7 +308,7 @@ class PCCModel(PCCPreTrainedModel):
         if not self.uses_decoder:
             return self._normalize_slots(PCCFeatures(g, self._empty(v), self._empty(v)), "image"), None
         m = self.image_encoder(v, grid=grid)
-        coarse, weights = self._decoder_for("image")(m)
+        coarse, weights = self._decoder_for("image")(m, output_attentions=True)  # Eq. 5 reads the weights
         a_avg = weights.mean(dim=(1, 2))  # [B, r]: mean over heads and tokens (Eq. 5's A_avg)
         fine = self._empty(v)
         if self.config.use_fine:
