@@ -76,6 +76,8 @@ def test_quickstart_writes_report_model_and_plots(tmp_path, capsys):
             assert (out / "eval" / split / name).stat().st_size > 0
     assert "granularity" in report["groups"]["test_3c"]
     assert (out / "model" / "model.safetensors").exists()
+    card = (out / "model" / "README.md").read_text()  # the card shows what the quickstart measured
+    assert "_Not evaluated yet._" not in card and f"| test_3c | {report['metrics']['test_3c']['R@1']:.2f} |" in card
     md = (out / "report.md").read_text()
     assert "What the numbers mean" in md and "Running on a real benchmark" in md
     assert "R@1" in capsys.readouterr().out

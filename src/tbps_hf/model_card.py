@@ -52,6 +52,15 @@ def _markdown_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _metrics_table(by_split: Mapping[str, Mapping[str, float]]) -> str:
+    if not by_split:
+        return "_Not evaluated yet._"
+    names = sorted({n for values in by_split.values() for n in values})
+    names.sort(key=lambda n: (0, int(n[2:])) if n.startswith("R@") and n[2:].isdigit() else (1, n))
+    rows = [[split] + [f"{values.get(n, float('nan')):.2f}" for n in names] for split, values in by_split.items()]
+    return _markdown_table(rows, ["split"] + names)
+
+
 def build_card_data(
     method: str,
     dataset: str | None,
@@ -133,15 +142,7 @@ def write_model_card(
     model_name = model_name or f"{method_key}-{preset}-{(dataset or 'model').lower()}"
     card_data = build_card_data(method_key, dataset, metrics, model_name, preset, license=license)
 
-    by_split = _by_split(metrics)
-    names = sorted({n for values in by_split.values() for n in values})
-    names.sort(key=lambda n: (0, int(n[2:])) if n.startswith("R@") and n[2:].isdigit() else (1, n))
-    metrics_table = (
-        _markdown_table([[split] + [f"{values.get(n, float('nan')):.2f}" for n in names] for split, values in by_split.items()],
-                        ["split"] + names)
-        if by_split
-        else "_Not evaluated yet._"
-    )
+    metrics_table = _metrics_table(_by_split(metrics))
     training_table = (
         _markdown_table([[f"`{k}`", f"`{json.dumps(v, default=str)}`"] for k, v in training_args.items()], ["argument", "value"])
         if training_args
@@ -175,6 +176,64 @@ def write_model_card(
     return path
 
 
+def add_eval_results(
+    model_dir: str | os.PathLike, metrics: Mapping[str, Any], dataset: str
+) -> Path:
+    """Record evaluation results in an existing model card: the ``model-index`` gains (or updates) one entry per
+    split and metric, and the card's metrics table is rewritten from all of them.
+
+    Args:
+        model_dir: a folder whose ``README.md`` was written by `write_model_card`.
+        metrics: ``{split: {"R@1": .., "mAP": .., ...}}`` (or one split's flat dict, taken as ``"test"``), percent.
+        dataset: the evaluation dataset (``"procpedes"``, ``"cuhk-pedes"`` …).
+    """
+    import re
+
+    from huggingface_hub import EvalResult, ModelCard
+
+    path = Path(model_dir) / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model card to add evaluation results to (write_model_card first)")
+    card = ModelCard.load(path)
+    dataset_key = dataset.lower().replace("_", "-")
+    new = {
+        (split, name): value for split, values in _by_split(metrics).items() for name, value in values.items()
+    }
+    kept = [r for r in (card.data.eval_results or [])
+            if not (r.dataset_type == dataset_key and (r.dataset_split, r.metric_name) in new)]
+    added = [
+        EvalResult(
+            task_type="text-based-person-search",
+            task_name="Text-based person search (text-to-image retrieval)",
+            dataset_type=dataset_key,
+            dataset_name=DATASET_NAMES.get(dataset_key, dataset),
+            dataset_split=split,
+            metric_type=_metric_type(name),
+            metric_name=name,
+            metric_value=round(value, 2),
+        )
+        for (split, name), value in new.items()
+    ]
+    card.data.eval_results = kept + added
+    card.data.model_name = card.data.model_name or Path(model_dir).name
+    if not card.data.datasets or dataset_key not in card.data.datasets:
+        card.data.datasets = [*(card.data.datasets or []), dataset_key]
+    by_split: dict[str, dict[str, float]] = {}
+    for result in card.data.eval_results:
+        label = result.dataset_split if result.dataset_type == dataset_key else f"{result.dataset_name} {result.dataset_split}"
+        by_split.setdefault(label, {})[result.metric_name] = float(result.metric_value)
+    table = _metrics_table(by_split)
+    text, count = re.subn(
+        r"(<!-- metrics:[^\n]*-->\n).*?(\n<!-- /metrics -->)", lambda m: m.group(1) + table + m.group(2), card.text,
+        flags=re.S,
+    )
+    if not count:  # a card from an older template: append the table
+        text = card.text.rstrip() + "\n\n## Evaluation\n\n" + table + "\n"
+    card.text = text
+    card.save(path)
+    return path
+
+
 def _method_info(method_key: str) -> dict[str, str]:
     """Title, paper, architecture and citation from the method registry (``MethodInfo``)."""
     from .models import get_method
@@ -186,4 +245,4 @@ def _method_info(method_key: str) -> dict[str, str]:
     return {"title": info.title, "paper": info.paper, "architecture": info.architecture, "citation": info.citation}
 
 
-__all__ = ["write_model_card", "build_card_data", "TEMPLATE_PATH"]
+__all__ = ["add_eval_results", "write_model_card", "build_card_data", "TEMPLATE_PATH"]

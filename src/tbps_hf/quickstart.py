@@ -108,6 +108,9 @@ def quickstart(
         )
         metrics[split] = {k: round(float(results["overall"][k]), 2) for k in METRIC_KEYS}
         groups[split] = results.get("groups", {})
+    from .model_card import add_eval_results
+
+    add_eval_results(out / "model", metrics, "procpedes")  # the saved model's card shows what was measured here
 
     report = {
         "model": model,
