@@ -224,12 +224,81 @@ def test_features_added_directly_and_ivf_option():
     ivf = GalleryIndex(model, ivf_nlist=4, nprobe=4)  # nprobe == nlist → exhaustive, so exact
     ivf.add(feats)
     np.testing.assert_array_equal(ivf.search(queries, k=3)[1], idx)
-    with pytest.raises(ValueError, match="ivf_nlist=50"):
+    with pytest.raises(ValueError, match=r"Could not train the 'IVF50,Flat' index on 10 vectors.*at least as large"):
         GalleryIndex(model, ivf_nlist=50).add(feats[:10])
     with pytest.raises(ValueError, match="empty"):
         GalleryIndex(model).search(queries)
     with pytest.raises(ValueError, match="ids"):
         GalleryIndex(model).add(feats[:3], ids=["a"])
+
+
+def _clustered(n_ids=60, views=5, dim=32, seed=0):
+    """Gallery-shaped vectors: several views per identity around an identity centre (unit norm)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, dim))
+    x = np.repeat(centres, views, axis=0) + 0.4 * rng.standard_normal((n_ids * views, dim))
+    q = centres + 0.4 * rng.standard_normal((n_ids, dim))
+    norm = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    return norm(x), norm(q)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF8,Flat", "IVF8,PQ8", "HNSW16", "OPQ8,IVF8,PQ8"])
+def test_any_index_factory_trains_saves_and_loads(factory, tmp_path):
+    vectors, queries = _clustered()
+    exact = GalleryIndex()
+    exact.add_vectors(vectors)
+    index = GalleryIndex(index_factory=factory, nprobe=8, ef_search=64)
+    index.add_vectors(vectors, ids=[f"c{i}.png" for i in range(len(vectors))])  # trained on this block, then added
+    scores, found = index.search(queries, k=10)
+    _, truth = exact.search(queries, k=10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+    assert recall >= (0.999 if "PQ" not in factory else 0.6), recall
+    index.save(tmp_path / "idx")
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["gallery.json", "index.faiss"]  # no pickle
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    assert loaded.index_factory == factory and loaded.ids == index.ids
+    for a, b in zip((scores, found), loaded.search(queries, k=10)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_index_factory_errors_surface_faiss_reason():
+    with pytest.raises(ValueError, match=r"FAISS rejected index_factory 'IVF16,Bogus'.*could not parse.*Bogus"):
+        GalleryIndex(index_factory="IVF16,Bogus").add_vectors(np.ones((20, 8), np.float32))
+    with pytest.raises(ValueError, match="FAISS rejected index_factory 'HNSWx'"):
+        GalleryIndex.check_factory("HNSWx")
+    with pytest.raises(ValueError, match="index_factory must be"):
+        GalleryIndex(index_factory="")
+
+
+def test_removed_items_are_never_returned(tmp_path):
+    vectors, queries = _clustered(n_ids=10, views=3)
+    index = GalleryIndex()
+    index.add_vectors(vectors)
+    _, top = index.search(queries[:1], k=3)
+    index.remove(top[0, :2].tolist())
+    assert len(index) == 28 and index.ntotal == 30
+    scores, again = index.search(queries[:1], k=3)
+    assert again[0, 0] == top[0, 2] and not set(again[0]) & set(top[0, :2].tolist())
+    assert index.search(queries[:1], k=100)[1].shape == (1, 28)
+    index.save(tmp_path / "i")
+    assert GalleryIndex.load(tmp_path / "i").removed == set(top[0, :2].tolist())
+    with pytest.raises(IndexError):
+        index.remove([30])
+
+
+def test_damaged_saved_index_raises_a_named_error(tmp_path):
+    from tbps_hf.retrieval import DamagedIndexError
+
+    index = GalleryIndex()
+    index.add_vectors(_clustered(n_ids=4)[0])
+    index.save(tmp_path / "i")
+    (tmp_path / "i" / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(DamagedIndexError, match="index.faiss is damaged"):
+        GalleryIndex.load(tmp_path / "i")
+    index.save(tmp_path / "j")
+    (tmp_path / "j" / "gallery.json").write_text("{not json")
+    with pytest.raises(DamagedIndexError, match="gallery.json is damaged"):
+        GalleryIndex.load(tmp_path / "j")
 
 
 def test_index_save_load_roundtrip(tmp_path):

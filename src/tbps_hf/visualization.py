@@ -119,6 +119,20 @@ def retrieval_grid(
     return path
 
 
+def attention_overlay(image: Image.Image, amap: Any, alpha: float = 0.55) -> Image.Image:
+    """``image`` blended with a heat map of ``amap`` (``[h, w]`` attention over its patch / feature grid, stretched to
+    the image and scaled to its own maximum; red: most attention)."""
+    from matplotlib import colormaps
+
+    amap = np.asarray(amap.detach().float().cpu() if hasattr(amap, "detach") else amap, dtype=np.float32)
+    span = float(amap.max() - amap.min())
+    scaled = (amap - amap.min()) / span if span > 0 else np.zeros_like(amap)
+    # the map's grid covers the whole crop (patches / feature cells), so stretch it to the crop's size
+    stretched = Image.fromarray((scaled * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
+    colored = Image.fromarray((colormaps["jet"](np.asarray(stretched) / 255.0)[..., :3] * 255).astype(np.uint8))
+    return Image.blend(image.convert("RGB"), colored, alpha)
+
+
 def attention_grid(
     images: Sequence[Any],
     maps: Any,
@@ -143,8 +157,6 @@ def attention_grid(
     Returns:
         The path written.
     """
-    from matplotlib import colormaps
-
     from .retrieval import load_image
 
     maps = np.asarray(maps.detach().float().cpu() if hasattr(maps, "detach") else maps, dtype=np.float32)
@@ -154,7 +166,6 @@ def attention_grid(
         raise ValueError("attention maps contain NaN or inf")
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"got {len(titles)} titles for {len(images)} images")
-    heat = colormaps["jet"]
     tw, th = thumb_size
     gap, margin, title_h, label_h = 6, 10, 26, 16 if titles is not None else 0
     width = 2 * margin + len(images) * (tw + gap) - gap
@@ -164,14 +175,9 @@ def attention_grid(
     draw.text((margin, margin), heading, fill=(0, 0, 0), font=_font(13))
     for i, (image, amap) in enumerate(zip(images, maps)):
         crop = load_image(image).resize((tw, th), Image.Resampling.BILINEAR)
-        span = float(amap.max() - amap.min())
-        scaled = (amap - amap.min()) / span if span > 0 else np.zeros_like(amap)
-        # the map's grid covers the whole crop (patches / feature cells), so stretch it to the crop's size
-        stretched = Image.fromarray((scaled * 255).astype(np.uint8)).resize((tw, th), Image.Resampling.BILINEAR)
-        colored = Image.fromarray((heat(np.asarray(stretched) / 255.0)[..., :3] * 255).astype(np.uint8))
         left, top = margin + i * (tw + gap), margin + title_h
         canvas.paste(crop, (left, top))
-        canvas.paste(Image.blend(crop, colored, alpha), (left, top + th + gap))
+        canvas.paste(attention_overlay(crop, amap, alpha), (left, top + th + gap))
         if titles is not None:
             draw.text((left, top + 2 * th + gap + 2), str(titles[i]), fill=(0, 0, 0), font=_font(11))
     path = Path(path)
@@ -180,4 +186,4 @@ def attention_grid(
     return path
 
 
-__all__ = ["attention_grid", "retrieval_grid"]
+__all__ = ["attention_grid", "attention_overlay", "retrieval_grid"]
