@@ -100,6 +100,7 @@ def evaluate_model(
     grid_queries: int = 8,
     ks: Sequence[int] = (1, 5, 10),
     dataset_info: dict[str, Any] | None = None,
+    rerank_k: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a dual-encoder model on an ``EvaluationView`` (text → image retrieval).
 
@@ -116,6 +117,9 @@ def evaluate_model(
             streams only when Q×G > ``DENSE_MAX_SCORES``.
         grid_queries: rows of the retrieval grid (0: no grid).
         dataset_info: extra fields stored under ``"dataset"`` in the results (name, split, data_dir …).
+        rerank_k: for a cross-encoder (``config.is_cross_encoder``, LAIP): first-stage candidates re-ranked per query
+            (default ``config.rerank_k``). ``overall`` is then the re-ranked result (mSD over
+            ``config.rerank_range``), ``first_stage`` the first-stage one, and ``rerank_k`` the k used.
 
     Returns:
         ``{"overall": {R@k, mAP, mINP, mSD, num_queries, num_skipped_queries}, "groups": {grouping: {value:
@@ -146,20 +150,33 @@ def evaluate_model(
         streaming = num_q * num_g > DENSE_MAX_SCORES
     start = time.perf_counter()
     similarity = None
+    score_fn, first_stage = model.similarity, None
+    cross_encoder = bool(getattr(model.config, "is_cross_encoder", False))
+    if cross_encoder:  # two-stage retrieval: the first stage's metrics, then the re-ranked ones as `overall`
+        from .reranking import check_rerank_k, rerank_similarity
+
+        rerank_k = check_rerank_k(int(model.config.rerank_k) if rerank_k is None else rerank_k, num_g)
+
+        def score_fn(text_block, image_block):
+            return rerank_similarity(model, text_block, image_block, model.similarity(text_block, image_block), rerank_k)
+
     with torch.inference_mode():
+        if cross_encoder:
+            first_stage = _first_stage_metrics(model, text_features, image_features, query_ids, gallery_ids, ks, streaming)
+            sim_range = tuple(model.config.rerank_range)
         if streaming:
             metrics = streaming_retrieval_metrics(
                 text_features,
                 image_features,
                 query_ids,
                 gallery_ids,
-                similarity_fn=model.similarity,
+                similarity_fn=score_fn,
                 ks=tuple(ks),
                 similarity_range=sim_range,
                 return_per_query=True,
             )
         else:
-            similarity = model.similarity(text_features, image_features).float().cpu().numpy()
+            similarity = score_fn(text_features, image_features).float().cpu().numpy()
             metrics = retrieval_metrics(
                 similarity, query_ids, gallery_ids, ks=tuple(ks), similarity_range=sim_range, return_per_query=True
             )
@@ -178,6 +195,9 @@ def evaluate_model(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "files": {},
     }
+    if cross_encoder:
+        results["first_stage"] = first_stage
+        results["rerank_k"] = rerank_k
 
     if output_dir is not None:
         from .metrics.plots import plot_cmc, plot_sd_distribution
@@ -197,7 +217,7 @@ def evaluate_model(
                 if similarity is not None:
                     row_sim = torch.from_numpy(similarity[rows])
                 else:
-                    row_sim = model.similarity(slice_features(text_features, torch.from_numpy(rows)), image_features)
+                    row_sim = score_fn(slice_features(text_features, torch.from_numpy(rows)), image_features)
                     row_sim = row_sim.float().cpu()
             # Stable descending order (ties: lower gallery index first, as in the metric core).
             order = np.argsort(-row_sim.numpy(), axis=1, kind="stable")[:, :k]
@@ -223,6 +243,22 @@ def evaluate_model(
 
     results["per_query"] = per_query
     return results
+
+
+def _first_stage_metrics(model, text_features, image_features, query_ids, gallery_ids, ks, streaming) -> dict:
+    """A cross-encoder's first-stage (`model.similarity`) metrics, reported beside the re-ranked ones."""
+    from .metrics import retrieval_metrics, streaming_retrieval_metrics
+
+    common = dict(ks=tuple(ks), similarity_range=tuple(model.similarity_range))
+    if streaming:
+        metrics = streaming_retrieval_metrics(
+            text_features, image_features, query_ids, gallery_ids, similarity_fn=model.similarity, **common
+        )
+    else:
+        first = model.similarity(text_features, image_features).float().cpu().numpy()
+        metrics = retrieval_metrics(first, query_ids, gallery_ids, **common)
+    metrics.pop("per_query", None)
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in metrics.items()}
 
 
 def _attention_grid(model, processor, gallery_images, indices: np.ndarray, path: Path) -> Path | None:
@@ -293,6 +329,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         "--streaming", action="store_true",
         help="never build the full query×gallery matrix (default: only when it would exceed 50M scores)",
     )
+    parser.add_argument(
+        "--rerank_k", type=int, default=None,
+        help="cross-encoders (laip): first-stage candidates re-ranked per query (default: the model's config.rerank_k); "
+        "metrics.json then holds the re-ranked `overall`, the `first_stage` metrics and `rerank_k`",
+    )
     parser.add_argument("--cache_dir", default=None, help="datasets cache folder")
     parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return parser
@@ -361,6 +402,7 @@ def run(args: argparse.Namespace) -> int:
             output_dir=out,
             streaming=True if args.streaming else None,
             dataset_info={"name": args.dataset, "split": split, "data_dir": args.data_dir},
+            rerank_k=getattr(args, "rerank_k", None),
         )
         print(format_table(results, title=f"{args.dataset} / {split} — {args.model}"))
         if out is not None:
