@@ -487,7 +487,16 @@ class LAIPModel(LAIPPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self._text_hidden(input_ids, attention_mask)
-        return LAIPTextFeatures(self._text_embed(hidden), hidden, attention_mask)
+        embeds = self._text_embed(hidden)
+        # Padding positions are zeroed and every batch is padded to `max_text_length`, so features of batches padded
+        # to their own longest caption concatenate and equal those of fixed-length batches (the fusion encoder
+        # masks these positions anyway).
+        hidden = hidden * attention_mask[..., None].to(hidden.dtype)
+        missing = self.config.max_text_length - hidden.shape[1]
+        if missing > 0:
+            hidden = F.pad(hidden, (0, 0, 0, missing))
+            attention_mask = F.pad(attention_mask, (0, missing))
+        return LAIPTextFeatures(embeds, hidden, attention_mask)
 
     def get_image_features(self, pixel_values: torch.Tensor) -> LAIPImageFeatures:
         """`pixel_values [I, 3, H, W]` → `LAIPImageFeatures` (ITC embeddings `[I, embed_dim]` + ViT tokens)."""
