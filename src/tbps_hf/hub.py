@@ -6,7 +6,7 @@ and a model card; a metric is uploaded as a Gradio Space (module, card with the 
 widget, ``requirements.txt``), after which ``evaluate.load("ORG/msd")`` loads it.
 
 Datasets go through ``tbps export`` (Parquet with embedded images and a dataset card) and then
-``datasets.load_dataset(folder).push_to_hub("ORG/name")``; see the README.
+``tbps push --dataset FOLDER`` (the same files ``datasets.load_dataset(folder).push_to_hub("ORG/name")`` would write).
 """
 
 from __future__ import annotations
@@ -93,6 +93,25 @@ def _commit(repo_id: str, files: list[Path], root: Path, message: str, repo_type
     return api.create_commit(repo_id, operations=operations, commit_message=message, repo_type=repo_type)
 
 
+def dataset_files(folder: str | Path) -> list[Path]:
+    """The files of a `tbps export` folder (README.md with its `configs:` block + ``data/*.parquet``)."""
+    folder = Path(folder)
+    shards = sorted((folder / "data").glob("*.parquet")) if (folder / "data").is_dir() else []
+    if not shards or not (folder / "README.md").is_file():
+        raise PushError(
+            f"--dataset {folder}: not a `tbps export` folder (it needs README.md and data/<split>-*.parquet); "
+            "write one with `tbps export --dataset NAME --out FOLDER`"
+        )
+    return [folder / "README.md", *shards]
+
+
+def push_dataset(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> Any:
+    """Upload a `tbps export` folder (Parquet with embedded images + dataset card) as a hub dataset in one commit."""
+    folder = Path(folder)
+    files = dataset_files(folder)
+    return _commit(repo_id, files, folder, f"Upload {folder.name} with tbps push", "dataset", private, token)
+
+
 def push_model(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> Any:
     """Upload a saved model folder (weights, config, processor, card) to ``repo_id`` in one commit."""
     folder = Path(folder)
@@ -110,12 +129,14 @@ def push_metric(name: str, repo_id: str, private: bool = False, token: str | Non
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Publish to the Hugging Face Hub in one commit: a saved model folder (weights, config, processor and model "
-        "card; anything less is refused) with --model, or an evaluate metric as a hub metric Space with --metric. "
+        "card; anything less is refused) with --model, an evaluate metric as a hub metric Space with --metric, or a "
+        "`tbps export` folder as a hub dataset with --dataset (mind the dataset's licence). "
         "Needs a token with write access (`hf auth login` or HF_TOKEN)."
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="a saved model folder (tbps train / tbps convert output)")
     what.add_argument("--metric", choices=METRIC_NAMES, help="an evaluate module: rank_k, map or msd")
+    what.add_argument("--dataset", help="a `tbps export` folder (Parquet with embedded images + dataset card)")
     parser.add_argument("--repo_id", required=True, help="ORG/NAME on the hub (created if absent)")
     parser.add_argument("--private", action="store_true", help="create the repo private")
 
@@ -123,10 +144,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.model:
         info = push_model(args.model, args.repo_id, private=args.private)
+    elif args.dataset:
+        info = push_dataset(args.dataset, args.repo_id, private=args.private)
     else:
         info = push_metric(args.metric, args.repo_id, private=args.private)
     print(f"pushed to {getattr(info, 'commit_url', None) or args.repo_id}")
     return 0
 
 
-__all__ = ["PushError", "metric_files", "model_files", "push_metric", "push_model"]
+__all__ = ["PushError", "dataset_files", "metric_files", "model_files", "push_dataset", "push_metric", "push_model"]

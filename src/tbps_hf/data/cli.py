@@ -63,6 +63,9 @@ def configure_export_parser(parser: argparse.ArgumentParser) -> argparse.Argumen
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--max_shard_size", default="500MB", help="largest Parquet shard (default 500MB)")
     parser.add_argument("--splits", nargs="+", default=None, help="export only these splits (default: all)")
+    parser.add_argument("--other_splits", choices=("keep", "remove"), default=None,
+                        help="when --out already holds other splits' shards: keep them (and list them in the README) "
+                             "or remove them (default: refuse, naming them)")
     return parser
 
 
@@ -78,7 +81,7 @@ def run_export(args: argparse.Namespace) -> int:
                 raise ValueError(f"split(s) {missing} not in {args.dataset}; available: {list(dataset_dict)}")
             dataset_dict = {s: dataset_dict[s] for s in args.splits}
         written = export_parquet(dataset_dict, args.out, max_shard_size=args.max_shard_size,
-                                 pretty_name=args.dataset)
+                                 pretty_name=args.dataset, other_splits=args.other_splits)
     except _LOAD_ERRORS as err:
         print(f"tbps export: {err}", file=sys.stderr)
         return 1
