@@ -217,3 +217,44 @@ def test_cli_convert_writes_a_loadable_folder(tmp_path):
     assert json.loads((tmp_path / "ivt-rstp" / "config.json").read_text())["max_text_length"] == 32
     bad = subprocess.run([*cmd[:7], str(tmp_path / "missing.pth"), *cmd[8:]], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "tbps convert: error: --checkpoint" in bad.stderr and "no such file" in bad.stderr
+
+
+README_CONVERT = "tbps convert --model ivt --checkpoint ivt_cuhk.pth --output_dir ivt-cuhk --tokenizer bert-base-uncased"
+README_PUSH_MODEL = "tbps push --model ivt-cuhk --repo_id my-org/ivt-cuhk"
+
+
+def test_readme_convert_then_push_commands(tmp_path, monkeypatch):
+    """The README's commands exactly as written: the release file and a local `bert-base-uncased` folder in the
+    working directory, then the converted folder pushed (to a recording stand-in of the hub API)."""
+    import shlex
+    from pathlib import Path
+
+    import huggingface_hub
+
+    from tbps_hf.cli import main as tbps
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert README_CONVERT in readme and README_PUSH_MODEL in readme
+    monkeypatch.chdir(tmp_path)
+    tokenizer = save_tokenizer(tmp_path / "bert-base-uncased")
+    save_release(tmp_path / "ivt_cuhk.pth", official_state_dict(len(tokenizer), 16))
+    assert tbps(shlex.split(README_CONVERT)[1:]) == 0
+
+    commits = []
+
+    class FakeHfApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def create_commit(self, repo_id, operations, commit_message, repo_type):
+            commits.append((repo_id, sorted(op.path_in_repo for op in operations)))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_test")
+    assert tbps(shlex.split(README_PUSH_MODEL)[1:]) == 0
+    (repo_id, files), = commits
+    assert repo_id == "my-org/ivt-cuhk"
+    assert {"model.safetensors", "config.json", "README.md", "conversion_report.json", "tokenizer_config.json"} <= set(files)

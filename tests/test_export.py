@@ -80,6 +80,14 @@ README_REEXPORT = (
 README_PUSH_DATASET = "tbps push --dataset exports/procpedes --repo_id my-org/procpedes --private"
 
 
+def test_readme_holds_these_commands_verbatim():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for command in (README_EXPORT, README_REEXPORT, README_PUSH_DATASET):
+        assert command in readme, command
+
+
 def _sizes(folder, cache):
     return {split: ds.num_rows for split, ds in load_dataset(str(folder), cache_dir=str(cache)).items()}
 
