@@ -64,6 +64,24 @@ class TBPSPreTrainedModel(PreTrainedModel):
         """`[I, h, w]` attention over the image grid (each map sums to 1), or None (the default)."""
         return None
 
+    # Training hooks (docs/architecture.md → "Training hooks on the model"); the loop calls them on the unwrapped
+    # model. The defaults do nothing: a method overrides what it needs.
+    def set_training_progress(self, global_step: int, total_steps: int, epoch: float) -> None:
+        """Called before every optimizer step (``global_step`` = steps already done); stage schedules and ramps
+        are pure functions of these numbers, so a resumed run continues exactly."""
+
+    def training_state_dict(self) -> dict[str, torch.Tensor]:
+        """State restored on resume that ``save_pretrained`` does not ship (e.g. LAIP's queues)."""
+        return {}
+
+    def load_training_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no training state but got keys {sorted(state)}")
+
+    def find_unused_parameters(self) -> bool:
+        """Whether DDP must look for parameters without gradients (a switch turned a loss off)."""
+        return False
+
 
 def split_heads(states: torch.Tensor, num_heads: int) -> torch.Tensor:
     """`[B, L, heads * d]` → `[B, heads, L, d]`."""
