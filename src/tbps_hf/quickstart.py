@@ -86,6 +86,7 @@ def quickstart(
         data_args,
         TrainingArguments(
             output_dir=str(out / "model"),
+            overwrite_output_dir=True,  # a quickstart run replaces the previous one
             seed=seed,
             num_train_epochs=num_train_epochs,
             max_steps=max_steps,
@@ -145,7 +146,10 @@ def _calibrate(model: str, data_args, out: Path, seed: int, steps: int = 8) -> f
     train(
         ModelArguments(model=model, preset="tiny"),
         data_args,
-        TrainingArguments(output_dir=str(out), seed=seed, max_steps=steps, report_to="none", logging_steps=steps),
+        TrainingArguments(
+            output_dir=str(out), overwrite_output_dir=True, seed=seed, max_steps=steps, report_to="none",
+            logging_steps=steps,
+        ),
         step_callback=lambda step, logs: stamps.append(time.perf_counter()),
     )
     shutil.rmtree(out, ignore_errors=True)

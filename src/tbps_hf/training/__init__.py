@@ -1,8 +1,10 @@
-"""Training on `accelerate`: arguments, the identity-aware sampler and the loop."""
+"""Training on `accelerate`: arguments, the identity-aware sampler and the loop (building, optimization,
+checkpointing, trainer)."""
 
 from .arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+from .errors import TrainingError, TrainingInterrupted
 from .sampler import IdentityBatchSampler
-from .trainer import TrainingError, train
+from .trainer import Trainer, train
 
 __all__ = [
     "DataArguments",
@@ -10,10 +12,25 @@ __all__ = [
     "TrainingArguments",
     "parse_args",
     "IdentityBatchSampler",
+    "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "train",
     "main",
 ]
+
+PROG = "tbps train"
+
+
+def _train_or_stop(model_args, data_args, training_args):
+    """A SIGINT / SIGTERM stop is not an error: one line saying how to resume, exit status 128 + signal."""
+    import sys
+
+    try:
+        return train(model_args, data_args, training_args)
+    except TrainingInterrupted as stop:
+        print(f"{PROG}: {stop}", file=sys.stderr)
+        return 128 + stop.signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import report_user_errors
 
     model_args, data_args, training_args = parse_args(argv)
-    summary = report_user_errors("tbps train", train, model_args, data_args, training_args)
+    summary = report_user_errors(PROG, _train_or_stop, model_args, data_args, training_args)
     if isinstance(summary, int):  # the error was reported
         return summary
     if summary.get("metrics"):

@@ -2,43 +2,54 @@
 
 Why a loop of our own rather than `transformers.Trainer`: the identity-aware, rank-aware batch sampler and the
 per-example augmentation seeds (needed for exact resume) do not fit Trainer's sampler/collator hooks cleanly, and
-the retrieval evaluation is not a per-batch metric.
+the retrieval evaluation is not a per-batch metric. Names of arguments, strategies and files follow Trainer's.
+
+``train()`` runs a :class:`Trainer` in four parts: building (``building.py``), optimizer and schedule
+(``optimization.py``), the loop with evaluation and checkpoints (this file, ``checkpointing.py``), and the final save.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-from contextlib import nullcontext
 import logging
-import math
-import os
-import re
+import random
 import shutil
+import signal
+import threading
 import time
+import uuid
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import TBPSUserError
 from ..models import get_method
 from .arguments import DataArguments, ModelArguments, TrainingArguments
+from .building import (
+    build_model,
+    build_processor,
+    check_model_arguments,
+    load_training_data,
+    resolve_eval_split,
+)
+from .checkpointing import (
+    CheckpointWriter,
+    check_resume_settings,
+    guard_output_dir,
+    resolve_checkpoint,
+    save_final_model,
+)
+from .errors import TrainingError, TrainingInterrupted
+from .optimization import Hyperparameters, build_optimizer, build_scheduler, total_training_steps
 from .sampler import IdentityBatchSampler
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINER_STATE = "trainer_state.json"
-# Files a resumable checkpoint must hold (accelerate's state plus ours); written into a temporary folder that is
-# renamed to checkpoint-N only once complete, so a crash mid-write never leaves a folder that looks complete.
-REQUIRED_CHECKPOINT_FILES = (TRAINER_STATE, "optimizer.bin", "random_states_0.pkl", "processor")
-
-
-class TrainingError(TBPSUserError, RuntimeError):
-    """Training stopped for a reason the user must act on (NaN loss, bad checkpoint…)."""
+__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "train"]
 
 
 class _SeededPairs(Dataset):
@@ -55,87 +66,51 @@ class _SeededPairs(Dataset):
         return {**self.pairs[index], "seed": seed}
 
 
-def _resolve_checkpoint(path: str, output_dir: Path) -> Path:
-    if path == "latest":
-        found = sorted(
-            (int(m.group(1)), p)
-            for p in output_dir.glob("checkpoint-*")
-            if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()
-        )
-        if not found:
-            raise TrainingError(f"--resume_from_checkpoint latest: no checkpoint-N folder in {output_dir}")
-        checkpoint = found[-1][1]
-    else:
-        checkpoint = Path(path)
-    if not checkpoint.is_dir():
-        raise TrainingError(f"--resume_from_checkpoint {path}: no such checkpoint folder")
-    missing = [name for name in REQUIRED_CHECKPOINT_FILES if not (checkpoint / name).exists()]
-    if not any(checkpoint.glob("model*.safetensors")) and not any(checkpoint.glob("pytorch_model*")):
-        missing.append("model.safetensors")
-    if missing:
-        raise TrainingError(
-            f"--resume_from_checkpoint {checkpoint} is incomplete (missing {', '.join(missing)}); "
-            "resume from an earlier checkpoint-N instead"
-        )
-    return checkpoint
+class _ModelTrainingState:
+    """Adapter that lets accelerate checkpoint the model's ``training_state_dict`` (e.g. LAIP's queues)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        return self.model.training_state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_training_state_dict(state)
 
 
-def _lr_lambda(kind: str, warmup_steps: int, total_steps: int, milestones: list[int], gamma: float) -> Callable:
-    """Step → learning-rate factor: linear warm-up, then multistep / cosine / linear / constant decay.
+@contextmanager
+def _stop_on_signals():
+    """SIGINT / SIGTERM set a flag the loop reads at the next step boundary (a second signal acts as usual)."""
+    received: dict[str, int | None] = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {}
 
-    Hand-written because transformers' schedulers have no warm-up + multistep, and all four fit in a few lines.
-    """
+    def handler(signum, frame):
+        received["signum"] = signum
+        signal.signal(signum, previous[signum])  # a second Ctrl-C stops at once
+        logger.warning("%s received: saving a checkpoint at the end of this step", signal.Signals(signum).name)
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if kind == "multistep":
-            return gamma ** sum(step >= m for m in milestones)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if kind == "linear":
-            return 1.0 - progress
-        return 1.0
-
-    if kind not in ("multistep", "cosine", "linear", "constant"):
-        raise ValueError(f"--lr_scheduler_type must be multistep, cosine, linear or constant, got {kind!r}")
-    return factor
-
-
-def _build_optimizer(model, name: str, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = []
-    for group in model.optimizer_param_groups(learning_rate, weight_decay):
-        params = [p for p in group["params"] if p.requires_grad]
-        if params:
-            groups.append({**group, "params": params})
-    if not groups:
-        raise TrainingError("the model has no trainable parameters")
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=learning_rate, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=learning_rate, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=learning_rate, momentum=0.9, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r} in training_defaults (adam, adamw or sgd)")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield received
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
-def _apply_lora(model, args: TrainingArguments):
-    from peft import LoraConfig, get_peft_model
-
-    targets = getattr(model, "lora_target_modules", None)
-    if not targets:
-        raise TrainingError(f"{type(model).__name__} declares no lora_target_modules; --lora_r is not supported")
-    # BatchNorm running statistics change during training too: save those modules with the adapter.
-    norms = [name for name, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=targets,
-        modules_to_save=norms or None,
-    )
-    return get_peft_model(model, config)
+@contextmanager
+def _preserved_rng():
+    """Evaluation must not move any RNG: a run evaluated on the way equals one that is not, and resumes exactly."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
 
 
 def _flat_hparams(*dataclasses_) -> dict[str, Any]:
@@ -146,17 +121,382 @@ def _flat_hparams(*dataclasses_) -> dict[str, Any]:
     return out
 
 
-def _check_config_overrides(config, overrides: dict) -> None:
-    """Unknown field names in --config_overrides would be stored and silently ignored; name them instead."""
-    known = set(config.to_dict())
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        hints = [f"{name!r} (did you mean {', '.join(map(repr, close))}?)" if (close := difflib.get_close_matches(name, known, 2))
-                 else repr(name) for name in unknown]
-        raise ValueError(f"--config_overrides: {type(config).__name__} has no field {', '.join(hints)}")
-    for name in ("vocab_size", "num_identities"):
-        if name in overrides:
-            raise ValueError(f"--config_overrides: {name} is set from the data (tokenizer / training identities)")
+class Trainer:
+    """One training run. ``run()`` = building → optimizer/schedule → loop (evaluation, checkpoints) → final save."""
+
+    def __init__(self, model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments,
+                 step_callback: Callable[[int, dict], None] | None = None):
+        self.model_args, self.data_args, self.args = model_args, data_args, args
+        self.step_callback = step_callback
+        self.start_time = time.perf_counter()
+        self.output_dir = Path(args.output_dir)
+        self.global_step, self.epoch, self.micro_in_epoch = 0, 0, 0
+        self.eval_history: list[dict] = []
+        self.best: dict | None = None
+        self.run_id = uuid.uuid4().hex
+        self.stopped_early: str | None = None
+
+    # ---- building -------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
+        from accelerate.utils import set_seed
+        from datetime import timedelta
+
+        args = self.args
+        self.method = get_method(self.model_args.model)  # unknown names list the valid ones
+        self.overrides = check_model_arguments(self.method, self.model_args)  # before any data work
+        to_remove = guard_output_dir(self.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
+        self.checkpoint = (
+            resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
+        )
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=args.mixed_precision,
+            log_with=None if args.report_to == "none" else args.report_to,
+            project_dir=str(self.output_dir),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))],
+        )
+        self.is_main = accelerator.is_main_process
+        if self.is_main:
+            if to_remove:
+                logger.warning("--overwrite_output_dir: removing %d checkpoint(s) of the earlier run", len(to_remove))
+                for path in to_remove:
+                    shutil.rmtree(path, ignore_errors=True)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if accelerator.distributed_type.name == "FSDP" and args.eval_strategy != "no":
+            raise TrainingError("--eval_strategy under FSDP is not supported (the main process alone cannot run a "
+                                "sharded model); evaluate after training with tbps evaluate")
+        set_seed(args.seed)
+        self.dataset, self.pairs = load_training_data(self.data_args, accelerator, args.seed)
+        self.eval_split = resolve_eval_split(self.data_args, self.dataset)
+        if args.eval_strategy != "no" and self.eval_split is None:
+            raise ValueError(f"--eval_strategy {args.eval_strategy} needs an --eval_split; the dataset has "
+                             f"{', '.join(self.dataset)}")
+        self.processor = build_processor(self.method, self.model_args, self.overrides, self.pairs, self.checkpoint,
+                                         self.output_dir, accelerator)
+        self.model = build_model(self.method, self.model_args, self.overrides, self.processor, self.pairs, args)
+        # DDP searches for parameters without gradients only when the model says a switch leaves some unused.
+        accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=self.model.find_unused_parameters())
+
+    # ---- optimizer and schedule -----------------------------------------------------------------------------
+    def prepare_optimization(self) -> None:
+        args, accelerator = self.args, self.accelerator
+        self.defaults = defaults = dict(self.model.config.training_defaults or {})
+        self.hp = hp = Hyperparameters.resolve(args, defaults)
+        self.sampler = IdentityBatchSampler(
+            self.pairs.labels,
+            batch_size=hp.batch_size,
+            images_per_identity=hp.images_per_identity,
+            seed=args.seed,
+            num_replicas=accelerator.num_processes,
+            rank=accelerator.process_index,
+        )
+        ga = args.gradient_accumulation_steps
+        self.steps_per_epoch = len(self.sampler) // ga
+        if self.steps_per_epoch == 0:
+            raise TrainingError(
+                f"an epoch has {len(self.sampler)} batches of {hp.batch_size} pairs per process, fewer than "
+                f"--gradient_accumulation_steps {ga}; lower the batch size"
+            )
+        self.total_steps = total_training_steps(args, hp, self.steps_per_epoch)
+        optimizer = build_optimizer(self.model, hp, defaults)
+        self.scheduler = build_scheduler(optimizer, hp, defaults, self.total_steps, self.steps_per_epoch)
+        self.model, self.optimizer = accelerator.prepare(self.model, optimizer)
+        self.unwrapped = accelerator.unwrap_model(self.model)
+        # Stepped by hand once per optimizer step (accelerate's wrapper would step it once per process).
+        accelerator.register_for_checkpointing(self.scheduler)  # custom_checkpoint_0
+        accelerator.register_for_checkpointing(_ModelTrainingState(self.unwrapped))  # custom_checkpoint_1
+        self.writer = CheckpointWriter(
+            accelerator, self.output_dir, self.processor, self.run_id, args.save_total_limit
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What a resume must share with the run it continues (see ``checkpointing.EXACT_RESUME_SETTINGS``)."""
+        m, d, a = self.model_args, self.data_args, self.args
+        return {
+            "model": m.model, "preset": m.preset, "config_overrides": self.overrides,
+            "model_name_or_path": m.model_name_or_path, "dataset": d.dataset,
+            "dataset_options": d.parsed_dataset_options(), "train_split": d.train_split,
+            "per_device_train_batch_size": self.hp.batch_size, "images_per_identity": self.hp.images_per_identity,
+            "gradient_accumulation_steps": a.gradient_accumulation_steps, "seed": a.seed,
+            "world_size": self.accelerator.num_processes, "learning_rate": self.hp.learning_rate,
+            "lr_scheduler_type": self.hp.scheduler, "total_steps": self.total_steps, "lora_r": a.lora_r,
+        }
+
+    def resume(self) -> None:
+        from accelerate.utils import set_seed
+
+        if self.checkpoint is None:
+            set_seed(self.args.seed)  # model-side training randomness (masking, dropout) starts from a known state
+            return
+        from .checkpointing import read_trainer_state
+
+        state = read_trainer_state(self.checkpoint)
+        check_resume_settings(self.checkpoint, state, self.settings(), self.args.allow_inexact_resume)
+        self.accelerator.load_state(str(self.checkpoint))
+        self.global_step, self.epoch, self.micro_in_epoch = state["global_step"], state["epoch"], state["micro_in_epoch"]
+        self.run_id = self.writer.run_id = state["run_id"]
+        self.eval_history = state.get("eval_history", [])
+        self.best = state.get("best")
+        self.writer.last = self.checkpoint
+        logger.info("resumed from %s at step %d (epoch %d)", self.checkpoint, self.global_step, self.epoch)
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def epoch_progress(self) -> float:
+        return self.epoch + self.micro_in_epoch / (self.steps_per_epoch * self.args.gradient_accumulation_steps)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "global_step": self.global_step, "epoch": self.epoch, "micro_in_epoch": self.micro_in_epoch,
+            "total_steps": self.total_steps, "run_id": self.run_id, "settings": self.settings(),
+            "eval_history": self.eval_history, "best": self.best,
+        }
+
+    def save_checkpoint(self) -> Path:
+        keep = self.output_dir / self.best["checkpoint"] if self.best and self.best.get("checkpoint") else None
+        return self.writer.save(self.trainer_state(), keep=keep)
+
+    def loop(self) -> None:
+        args, accelerator, model = self.args, self.accelerator, self.model
+        ga = args.gradient_accumulation_steps
+        micro_per_epoch = self.steps_per_epoch * ga
+        if args.report_to != "none":
+            hparams = _flat_hparams(self.model_args, self.data_args, args)
+            hparams.update(batch_size=self.hp.batch_size, learning_rate=self.hp.learning_rate,
+                           total_steps=self.total_steps, world_size=accelerator.num_processes)
+            accelerator.init_trackers("tbps", config=hparams)
+        dataset = _SeededPairs(self.pairs)
+        progress = tqdm(total=self.total_steps, initial=self.global_step, desc="train", disable=not self.is_main,
+                        dynamic_ncols=True)
+        running: dict[str, float] = {}
+        self.samples_seen = 0
+        loop_start = time.perf_counter()
+        model.train()
+        with _stop_on_signals() as received:
+            while self.global_step < self.total_steps and self.stopped_early is None:
+                self.sampler.set_epoch(self.epoch, start_batch=self.micro_in_epoch)
+                loader = DataLoader(
+                    dataset,
+                    batch_sampler=self.sampler,
+                    collate_fn=self.processor.training_batch,
+                    num_workers=args.dataloader_num_workers,
+                    # A private generator: creating the iterator must not consume the global RNG, or a resumed run
+                    # (which creates it mid-epoch) would diverge from the uninterrupted one.
+                    generator=torch.Generator().manual_seed(args.seed),
+                )
+                for batch in loader:
+                    batch = batch.to(accelerator.device)
+                    if self.micro_in_epoch % ga == 0:
+                        self.unwrapped.set_training_progress(self.global_step, self.total_steps, self.epoch_progress())
+                    self.micro_in_epoch += 1
+                    sync = self.micro_in_epoch % ga == 0
+                    with accelerator.autocast(), (accelerator.no_sync(model) if not sync else nullcontext()):
+                        outputs = model(**batch, return_loss=True)
+                        loss = outputs.loss
+                        self._check_finite(loss)
+                        accelerator.backward(loss / ga)
+                    for key, value in outputs.items():
+                        if key.startswith("loss") and isinstance(value, torch.Tensor) and value.numel() == 1:
+                            running[key] = running.get(key, 0.0) + value.item() / (ga * args.logging_steps)
+                    self.samples_seen += batch["pixel_values"].shape[0]
+                    if not sync:
+                        continue
+                    if self.hp.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), self.hp.max_grad_norm)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.global_step += 1
+                    epoch_end = self.micro_in_epoch >= micro_per_epoch
+                    if epoch_end:  # trailing micro-batches that cannot fill an accumulation group are skipped
+                        self.epoch, self.micro_in_epoch = self.epoch + 1, 0
+                    progress.update(1)
+                    logs = {}
+                    if self.global_step % args.logging_steps == 0 or self.global_step == self.total_steps:
+                        logs = {**running, "lr": self.scheduler.get_last_lr()[0], "epoch": self.epoch_progress()}
+                        progress.set_postfix(loss=f"{running.get('loss', float('nan')):.3f}")
+                        if args.report_to != "none":
+                            accelerator.log(logs, step=self.global_step)
+                        running = {}
+                    self._after_step(epoch_end, received["signum"])
+                    if self.step_callback is not None:
+                        self.step_callback(self.global_step, logs)
+                    if epoch_end or self.global_step >= self.total_steps:
+                        break
+                    if args.max_train_minutes and time.perf_counter() - self.start_time > 60 * args.max_train_minutes:
+                        self.stopped_early = f"time budget of {args.max_train_minutes} min reached at step {self.global_step}"
+                        break
+                else:  # the loader ran out before the epoch's last group (cannot happen with a full sampler)
+                    self.epoch, self.micro_in_epoch = self.epoch + 1, 0
+        progress.close()
+        self.train_seconds = time.perf_counter() - loop_start
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        finite = self.accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item()
+        if finite < 1:
+            last = self.writer.last
+            raise TrainingError(
+                f"loss is {loss.item()} at step {self.global_step + 1} (epoch {self.epoch}); training stopped. "
+                + (f"Last good checkpoint: {last}. " if last else "No checkpoint was saved. ")
+                + "Lower --learning_rate, set --max_grad_norm, or check the data."
+            )
+
+    def _after_step(self, epoch_end: bool, signum: int | None) -> None:
+        """Evaluation, checkpoint and stop requests, in that order, at an optimizer-step boundary."""
+        args, step = self.args, self.global_step
+        final = step >= self.total_steps
+        evaluate = (args.eval_strategy == "steps" and step % args.eval_steps == 0) or (
+            args.eval_strategy == "epoch" and epoch_end
+        )
+        if evaluate:
+            self.evaluate_during_training()
+        save = not final and (
+            (args.save_strategy == "steps" and step % args.save_steps == 0)
+            or (args.save_strategy == "epoch" and epoch_end)
+            or (evaluate and args.load_best_model_at_end)
+        )
+        if self.accelerator.num_processes > 1:  # every rank must agree to stop at the same step
+            flag = torch.tensor([signum or 0], device=self.accelerator.device)
+            signum = int(self.accelerator.reduce(flag, reduction="max").item()) or None
+        if signum and not final:
+            path = self.save_checkpoint()
+            name = signal.Signals(signum).name
+            raise TrainingInterrupted(
+                f"stopped by {name} at step {step} of {self.total_steps}; saved {path}. To continue exactly, run "
+                f"the same command with --resume_from_checkpoint latest (or {path})",
+                signum,
+            )
+        if save:
+            self.save_checkpoint()
+
+    def evaluate_during_training(self) -> None:
+        """Main process only, the others wait; metrics go to the tracker, the history and the best-so-far."""
+        args, accelerator = self.args, self.accelerator
+        if self.is_main:
+            with _preserved_rng():
+                metrics = self._evaluate_split(self.unwrapped, output_dir=None)
+            self.unwrapped.train()
+            numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            entry = {"step": self.global_step, "epoch": round(self.epoch_progress(), 4), "metrics": numeric}
+            self.eval_history.append(entry)
+            if args.report_to != "none":
+                accelerator.log({f"eval/{k}": v for k, v in numeric.items()}, step=self.global_step)
+            name = args.metric_for_best_model
+            if name not in numeric:
+                raise TrainingError(f"--metric_for_best_model {name!r} is not among the metrics: {', '.join(numeric)}")
+            value = numeric[name]
+            better = self.best is None or (
+                value > self.best["value"] if args.greater_is_better else value < self.best["value"]
+            )
+            if better:
+                checkpoint = f"checkpoint-{self.global_step}" if args.load_best_model_at_end else None
+                self.best = {"step": self.global_step, "metric": name, "value": value, "checkpoint": checkpoint}
+            logger.info("step %d: %s %s = %.2f (best %.2f at step %d)", self.global_step, self.eval_split, name,
+                        value, self.best["value"], self.best["step"])
+        accelerator.wait_for_everyone()
+
+    def _evaluate_split(self, model, output_dir: Path | None) -> dict:
+        from ..data import EvaluationView
+        from ..evaluation import evaluate_model
+
+        model.eval()
+        results = evaluate_model(
+            model, self.processor, EvaluationView(self.dataset[self.eval_split]),
+            batch_size=self.args.per_device_eval_batch_size, output_dir=output_dir, progress=False,
+        )
+        return results.get("overall", results)
+
+    # ---- saving ---------------------------------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """Final save (best weights when asked, full state gathered under FSDP), evaluation, summary and card on
+        the main process; then every rank meets once more before the trackers end (``end_training`` destroys the
+        process group, so no collective may follow it)."""
+        args, accelerator = self.args, self.accelerator
+        accelerator.wait_for_everyone()
+        if args.load_best_model_at_end and self.best and self.best["step"] != self.global_step:
+            self._load_best_weights()
+        # Under FSDP every rank holds a shard: gather the full state (a collective, so all ranks call it).
+        state_dict = accelerator.get_state_dict(self.model) if accelerator.distributed_type.name == "FSDP" else None
+        summary: dict[str, Any] = {
+            "model": self.model_args.model,
+            "preset": self.model_args.preset,
+            "config_overrides": self.overrides,
+            "dataset": self.data_args.dataset,
+            "world_size": accelerator.num_processes,
+            "global_step": self.global_step,
+            "epochs": round(self.epoch_progress(), 4),
+            "per_device_train_batch_size": self.hp.batch_size,
+            "learning_rate": self.hp.learning_rate,
+            "train_seconds": round(self.train_seconds, 2),
+            "train_samples_per_second": round(
+                self.samples_seen * accelerator.num_processes / max(self.train_seconds, 1e-9), 2
+            ),
+            "stopped_early": self.stopped_early,
+            "eval_split": self.eval_split,
+            "eval_history": self.eval_history,
+            "best_model_step": self.best["step"] if self.best else None,
+            "best_metric": {self.best["metric"]: self.best["value"]} if self.best else None,
+            "final_model": (
+                f"best ({args.metric_for_best_model}) at step {self.best['step']}"
+                if args.load_best_model_at_end and self.best else f"last, at step {self.global_step}"
+            ),
+            "metrics": {},
+        }
+        if self.is_main:
+            self._save_and_evaluate(summary, state_dict)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()  # last: it destroys the process group
+        return summary
+
+    def _load_best_weights(self) -> None:
+        from safetensors.torch import load_file
+
+        path = self.output_dir / self.best["checkpoint"] / "model.safetensors"
+        if not path.exists():
+            raise TrainingError(f"the best checkpoint's weights {path} are gone; the final model was not replaced")
+        state = load_file(str(path), device=str(self.accelerator.device))
+        self.unwrapped.load_state_dict(state)
+        logger.info("loaded the best model (%s %.2f at step %d)", self.best["metric"], self.best["value"], self.best["step"])
+
+    def _save_and_evaluate(self, summary: dict, state_dict) -> None:
+        args, output_dir = self.args, self.output_dir
+        model = self.unwrapped
+        if args.lora_r:
+            model.save_pretrained(output_dir / "adapter")
+            model = model.merge_and_unload()
+        save_final_model(model, self.processor, output_dir, state_dict=None if args.lora_r else state_dict)
+        shutil.rmtree(output_dir / ".init_processor", ignore_errors=True)
+        if self.eval_split is not None:
+            if self.accelerator.distributed_type.name == "FSDP":  # the in-memory model is a shard: reload it whole
+                from transformers import AutoModel
+
+                model = AutoModel.from_pretrained(output_dir).to(self.accelerator.device)
+            summary["metrics"] = self._evaluate_split(model, output_dir / "eval" / self.eval_split)
+        summary["total_seconds"] = round(time.perf_counter() - self.start_time, 2)
+        (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+        from ..model_card import write_model_card
+
+        card_args = {k: v for k, v in summary.items() if k not in ("metrics", "eval_history")}
+        write_model_card(
+            output_dir,
+            method=self.model_args.model,
+            preset=self.model_args.preset,
+            dataset=self.data_args.dataset,
+            metrics=summary.get("metrics", {}),
+            training_args=card_args,
+        )
+
+    def run(self) -> dict[str, Any]:
+        self.build()
+        self.prepare_optimization()
+        self.resume()
+        try:
+            self.loop()
+        except BaseException:
+            # No collective here (another rank may be gone): close the trackers so their logs are flushed.
+            for tracker in getattr(self.accelerator, "trackers", []):
+                tracker.finish()
+            raise
+        return self.finish()
 
 
 def train(
@@ -169,308 +509,4 @@ def train(
 
     ``step_callback(global_step, logs)`` is called after every optimizer step (tests use it to interrupt a run).
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.utils import set_seed
-    from transformers import AutoModel, AutoProcessor
-
-    from ..data import TrainingPairs, load_tbps_dataset
-
-    start_time = time.perf_counter()
-    method = get_method(model_args.model)  # unknown names list the valid ones
-    config_overrides = model_args.parsed_config_overrides()
-    if model_args.model_name_or_path is None:
-        # fail fast on an unknown preset or config field, before any data work
-        _check_config_overrides(method.config_class.from_preset(model_args.preset), config_overrides)
-    elif config_overrides:
-        raise ValueError("--config_overrides applies to a fresh preset; it cannot change a saved model's config")
-    output_dir = Path(args.output_dir)
-    checkpoint = _resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
-
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(output_dir),
-        # Some loss terms may be switched off by a config flag, leaving parameters without gradients.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    is_main = accelerator.is_main_process
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    set_seed(args.seed)
-
-    with accelerator.main_process_first():
-        dataset = load_tbps_dataset(
-            data_args.dataset,
-            data_dir=data_args.data_dir,
-            cache_dir=data_args.cache_dir,
-            annotation_file=data_args.annotation_file,
-            **data_args.parsed_dataset_options(),
-        )
-    if data_args.train_split not in dataset:
-        raise ValueError(f"--train_split {data_args.train_split!r} not in dataset; available: {', '.join(dataset)}")
-    pairs = TrainingPairs(dataset[data_args.train_split], seed=args.seed)
-
-    # Processor: from the checkpoint when resuming, else from a saved model, else built for the preset (training a
-    # WordPiece tokenizer on the training captions once, on the main process, then shared through the disk).
-    init_processor_dir = output_dir / ".init_processor"
-    if checkpoint is not None:
-        processor = AutoProcessor.from_pretrained(checkpoint / "processor")
-    elif model_args.model_name_or_path:
-        processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
-    else:
-        config = method.config_class.from_preset(model_args.preset, **config_overrides)
-        if is_main:
-            method.processor_class.from_config(config, captions=pairs.captions).save_pretrained(init_processor_dir)
-        accelerator.wait_for_everyone()
-        processor = AutoProcessor.from_pretrained(init_processor_dir)
-
-    if model_args.model_name_or_path:
-        model = AutoModel.from_pretrained(model_args.model_name_or_path)
-        if model.config.model_type != method.config_class.model_type:
-            raise ValueError(
-                f"--model {model_args.model} but {model_args.model_name_or_path} holds a {model.config.model_type!r}"
-            )
-    else:
-        config = method.config_class.from_preset(
-            model_args.preset,
-            **{**config_overrides, "vocab_size": len(processor.tokenizer), "num_identities": pairs.num_identities},
-        )
-        if config.tokenizer_name is not None:
-            config.vocab_size = max(config.vocab_size, len(processor.tokenizer))
-        set_seed(args.seed)  # seeded right here: data loading may consume the global RNG a variable amount
-        model = method.model_class(config)
-    if args.lora_r:
-        model = _apply_lora(model, args)
-
-    defaults = dict(model.config.training_defaults or {})
-    batch_size = args.per_device_train_batch_size or defaults.get("per_device_train_batch_size", 32)
-    images_per_identity = args.images_per_identity or defaults.get("images_per_identity", 2)
-    learning_rate = args.learning_rate or defaults.get("learning_rate", 1e-4)
-    weight_decay = args.weight_decay if args.weight_decay is not None else defaults.get("weight_decay", 0.0)
-    scheduler_kind = args.lr_scheduler_type or defaults.get("lr_scheduler_type", "cosine")
-    warmup_epochs = args.warmup_epochs if args.warmup_epochs is not None else defaults.get("warmup_epochs", 0)
-    preset_epochs = defaults.get("num_train_epochs", 10)
-    epochs = args.num_train_epochs or preset_epochs
-
-    sampler = IdentityBatchSampler(
-        pairs.labels,
-        batch_size=batch_size,
-        images_per_identity=images_per_identity,
-        seed=args.seed,
-        num_replicas=accelerator.num_processes,
-        rank=accelerator.process_index,
-    )
-    ga = args.gradient_accumulation_steps
-    steps_per_epoch = len(sampler) // ga
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"an epoch has {len(sampler)} batches of {batch_size} pairs per process, fewer than "
-            f"--gradient_accumulation_steps {ga}; lower the batch size"
-        )
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(epochs * steps_per_epoch)
-    if args.max_steps_cap_epochs:
-        total_steps = min(total_steps, math.ceil(epochs * steps_per_epoch))
-    # Milestones are given in epochs of the paper's schedule; keep their relative position for other lengths.
-    milestones = [round(m / preset_epochs * total_steps) for m in defaults.get("milestones", [])]
-    warmup_steps = min(total_steps, round(warmup_epochs * steps_per_epoch))
-
-    optimizer = _build_optimizer(model, defaults.get("optimizer", "adamw"), learning_rate, weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(scheduler_kind, warmup_steps, total_steps, milestones, defaults.get("gamma", 0.1))
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # Stepped by hand once per optimizer step (accelerate's wrapper would step it once per process).
-    accelerator.register_for_checkpointing(scheduler)
-
-    global_step, epoch, micro_in_epoch = 0, 0, 0
-    if checkpoint is not None:
-        state = json.loads((checkpoint / TRAINER_STATE).read_text())
-        for key, now in (("model", model_args.model), ("world_size", accelerator.num_processes)):
-            if state.get(key) != now:
-                raise TrainingError(
-                    f"cannot resume exactly from {checkpoint}: it was written with {key}={state.get(key)!r}, "
-                    f"this run has {key}={now!r}"
-                )
-        accelerator.load_state(str(checkpoint))
-        global_step, epoch, micro_in_epoch = state["global_step"], state["epoch"], state["micro_in_epoch"]
-        logger.info("resumed from %s at step %d (epoch %d)", checkpoint, global_step, epoch)
-
-    hparams = _flat_hparams(model_args, data_args, args)
-    hparams.update(
-        batch_size=batch_size, learning_rate=learning_rate, total_steps=total_steps, world_size=accelerator.num_processes
-    )
-    if args.report_to != "none":
-        accelerator.init_trackers("tbps", config=hparams)
-
-    def save_checkpoint() -> Path:
-        final = output_dir / f"checkpoint-{global_step}"
-        tmp = output_dir / f".tmp-checkpoint-{global_step}"
-        if is_main and tmp.exists():
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        if is_main:
-            processor.save_pretrained(tmp / "processor")
-            trainer_state = {
-                "global_step": global_step,
-                "epoch": epoch,
-                "micro_in_epoch": micro_in_epoch,
-                "total_steps": total_steps,
-                "world_size": accelerator.num_processes,
-                "model": model_args.model,
-                "preset": model_args.preset,
-            }
-            (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _prune_checkpoints(output_dir, args.save_total_limit)
-        accelerator.wait_for_everyone()
-        return final
-
-    if checkpoint is None:
-        set_seed(args.seed)  # model-side training randomness (masking, dropout) starts from a known state
-    dataset_for_loader = _SeededPairs(pairs)
-    progress = tqdm(total=total_steps, initial=global_step, desc="train", disable=not is_main, dynamic_ncols=True)
-    last_checkpoint: Path | None = checkpoint
-    stopped_early = None
-    running: dict[str, float] = {}
-    samples_seen = 0
-    loop_start = time.perf_counter()
-    model.train()
-    while global_step < total_steps and stopped_early is None:
-        sampler.set_epoch(epoch, start_batch=micro_in_epoch)
-        loader = DataLoader(
-            dataset_for_loader,
-            batch_sampler=sampler,
-            collate_fn=processor.training_batch,
-            num_workers=args.dataloader_num_workers,
-            # A private generator: creating the iterator must not consume the global RNG, or a resumed run
-            # (which creates it mid-epoch) would diverge from the uninterrupted one.
-            generator=torch.Generator().manual_seed(args.seed),
-        )
-        for batch in loader:
-            if micro_in_epoch >= steps_per_epoch * ga:
-                break  # trailing micro-batches that cannot fill an accumulation group
-            batch = batch.to(accelerator.device)
-            micro_in_epoch += 1
-            sync = micro_in_epoch % ga == 0
-            with accelerator.autocast(), (accelerator.no_sync(model) if not sync else nullcontext()):
-                outputs = model(**batch, return_loss=True)
-                loss = outputs.loss
-                finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item()
-                if finite < 1:
-                    raise TrainingError(
-                        f"loss is {loss.item()} at step {global_step + 1} (epoch {epoch}); training stopped. "
-                        + (f"Last good checkpoint: {last_checkpoint}. " if last_checkpoint else "No checkpoint was saved. ")
-                        + "Lower --learning_rate, set --max_grad_norm, or check the data."
-                    )
-                accelerator.backward(loss / ga)
-            for key, value in outputs.items():
-                if key.startswith("loss") and isinstance(value, torch.Tensor) and value.numel() == 1:
-                    running[key] = running.get(key, 0.0) + value.item() / (ga * args.logging_steps)
-            samples_seen += batch["pixel_values"].shape[0]
-            if not sync:
-                continue
-            if args.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            progress.update(1)
-            logs = {}
-            if global_step % args.logging_steps == 0 or global_step == total_steps:
-                logs = {**running, "lr": scheduler.get_last_lr()[0], "epoch": epoch + micro_in_epoch / (steps_per_epoch * ga)}
-                progress.set_postfix(loss=f"{running.get('loss', float('nan')):.3f}")
-                if args.report_to != "none":
-                    accelerator.log(logs, step=global_step)
-                running = {}
-            if args.save_steps and global_step % args.save_steps == 0 and global_step < total_steps:
-                last_checkpoint = save_checkpoint()
-            if step_callback is not None:
-                step_callback(global_step, logs)
-            if global_step >= total_steps:
-                break
-            if args.max_train_minutes and time.perf_counter() - start_time > 60 * args.max_train_minutes:
-                stopped_early = f"time budget of {args.max_train_minutes} min reached at step {global_step}"
-                break
-        else:
-            epoch, micro_in_epoch = epoch + 1, 0
-            continue
-        if micro_in_epoch >= steps_per_epoch * ga:
-            epoch, micro_in_epoch = epoch + 1, 0
-    progress.close()
-    train_seconds = time.perf_counter() - loop_start
-    accelerator.wait_for_everyone()
-
-    summary: dict[str, Any] = {
-        "model": model_args.model,
-        "preset": model_args.preset,
-        "config_overrides": config_overrides,
-        "dataset": data_args.dataset,
-        "world_size": accelerator.num_processes,
-        "global_step": global_step,
-        "epochs": round(epoch + micro_in_epoch / (steps_per_epoch * ga), 4),
-        "per_device_train_batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "train_seconds": round(train_seconds, 2),
-        "train_samples_per_second": round(samples_seen * accelerator.num_processes / max(train_seconds, 1e-9), 2),
-        "stopped_early": stopped_early,
-        "metrics": {},
-    }
-    if is_main:
-        unwrapped = accelerator.unwrap_model(model)
-        if args.lora_r:
-            unwrapped.save_pretrained(output_dir / "adapter")
-            unwrapped = unwrapped.merge_and_unload()
-        unwrapped.save_pretrained(output_dir)
-        processor.save_pretrained(output_dir)
-        shutil.rmtree(init_processor_dir, ignore_errors=True)
-        eval_split = data_args.eval_split
-        if eval_split and eval_split.lower() != "none":
-            if eval_split not in dataset:
-                logger.warning("eval split %r not in the dataset (%s); skipping evaluation", eval_split, list(dataset))
-            else:
-                summary["metrics"] = _evaluate(unwrapped, processor, dataset[eval_split], output_dir / "eval" / eval_split, args)
-        summary["total_seconds"] = round(time.perf_counter() - start_time, 2)
-        (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
-        _write_card(output_dir, model_args, data_args, summary)
-    if args.report_to != "none":
-        accelerator.end_training()
-    accelerator.wait_for_everyone()
-    return summary
-
-
-def _evaluate(model, processor, split, out_dir: Path, args: TrainingArguments) -> dict:
-    from ..data import EvaluationView
-    from ..evaluation import evaluate_model
-
-    model.eval()
-    results = evaluate_model(
-        model, processor, EvaluationView(split), batch_size=args.per_device_eval_batch_size, output_dir=out_dir
-    )
-    return results.get("overall", results)
-
-
-def _write_card(output_dir: Path, model_args, data_args, summary: dict) -> None:
-    from ..model_card import write_model_card
-
-    write_model_card(
-        output_dir,
-        method=model_args.model,
-        preset=model_args.preset,
-        dataset=data_args.dataset,
-        metrics=summary.get("metrics", {}),
-        training_args=summary,
-    )
-
-
-def _prune_checkpoints(output_dir: Path, limit: int | None) -> None:
-    if not limit:
-        return
-    found = sorted(
-        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_PATTERN.match(p.name))
-    )
-    for _, path in found[:-limit]:
-        shutil.rmtree(path, ignore_errors=True)
+    return Trainer(model_args, data_args, args, step_callback).run()
