@@ -50,7 +50,9 @@ def test_train_help_and_unknown_command():
 def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
     assert main(["quickstart", "--model", "nope", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "tbps quickstart: error: Unknown model 'nope'; valid models: cfam, ivt, pcc" in err
+    from tbps_hf.models import method_names
+
+    assert f"tbps quickstart: error: Unknown model 'nope'; valid models: {', '.join(method_names())}" in err
     assert "Traceback" not in err and "TBPS_TRACEBACK=1" in err
     assert main(["train", "--model", "pcc", "--config_overrides", '{"use_cmrr": false}', "--output_dir", str(tmp_path)]) == 1
     assert "train: error: --config_overrides: PCCConfig has no field 'use_cmrr' (did you mean 'use_cmr'" in capsys.readouterr().err
