@@ -36,8 +36,6 @@ COMMANDS: dict[str, str] = {
         "tests/test_training.py trains the same loop on ProcPEDES",
     "tbps evaluate --model runs/cfam --dataset ufine3c --data_dir /data/UFine3C":
         "not run: needs the UFine3C release; tests/test_evaluation.py evaluates on a UFine3C folder the test makes",
-    "tbps export --dataset cuhk-pedes --data_dir /data/CUHK-PEDES --out parquet/cuhk":
-        "not run: needs the CUHK-PEDES release; tests/test_export.py exports a CUHK-PEDES folder the test makes",
     "tbps train --model pcc --preset tiny --config_overrides '{\"use_cmr\": false}' --output_dir runs/pcc-no-cmr":
         "not run: the full tiny recipe on the default ProcPEDES (minutes); tests/test_training.py "
         "test_config_overrides_reach_the_saved_model_and_bad_ones_are_named trains with the same override",
@@ -53,6 +51,7 @@ OWNED_ELSEWHERE = {
     "python spaces/tbps-demo/app.py": "tests/test_demo.py",
     "tbps convert": "tests/test_convert_*.py",
     "tbps push": "tests/test_hub.py",
+    "tbps export": "tests/test_export.py",
 }
 
 
