@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -156,22 +158,168 @@ def test_cli_run_on_saved_model_and_dataset_folder(tmp_path, capsys):
     assert (out / "retrieval_grid.png").is_file() and (out / "cmc.png").is_file()
 
 
-def test_cli_errors_are_helpful(tmp_path, capsys):
-    assert run(parse(["--model", str(tmp_path / "missing"), "--dataset", "ufine3c"])) == 2
-    assert "pass --model a folder written by save_pretrained" in capsys.readouterr().err
+def tbps(argv, capsys):
+    """`tbps <argv>` in process: (exit status, stdout, stderr)."""
+    from tbps_hf.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str, command: str = "evaluate") -> str:
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "error" in line.lower()]  # not progress bars
+    assert len(lines) == 1 and lines[0].startswith(f"tbps {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_cli_errors_are_one_line_with_exit_status_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TBPS_TRACEBACK", raising=False)
+    code, _, err = tbps(["evaluate", "--model", str(tmp_path / "missing"), "--dataset", "ufine3c"], capsys)
+    assert code == 1 and "pass --model a folder written by save_pretrained" in one_error_line(err)
 
     save_tiny_pretrained(tmp_path / "model")
     data = write_ufine3c(tmp_path / "UFine3C", num_ids=2, images_per_id=1)
-    common = ["--model", str(tmp_path / "model"), "--data_dir", str(data), "--cache_dir", str(tmp_path / "cache")]
-    assert run(parse(common + ["--dataset", "ufine3c", "--split", "validation"])) == 2
-    err = capsys.readouterr().err
-    assert "unknown split(s) 'validation'" in err and "available: test" in err
+    common = ["evaluate", "--model", str(tmp_path / "model"), "--data_dir", str(data), "--cache_dir",
+              str(tmp_path / "cache"), "--no_progress", "--device", "cpu"]
+    code, _, err = tbps(common + ["--dataset", "ufine3c", "--split", "validation"], capsys)
+    assert code == 1 and "unknown split(s) 'validation' for 'ufine3c'; available: test" in one_error_line(err)
+    code, _, err = tbps(common + ["--dataset", "no-such-set"], capsys)
+    assert code == 1 and "--dataset no-such-set: Unknown dataset 'no-such-set'; valid names" in one_error_line(err)
+    code, _, err = tbps(common + ["--dataset", "ufine3c", "--data_dir", str(tmp_path / "nowhere")], capsys)
+    assert code == 1 and f"data_dir {str(tmp_path / 'nowhere')!r} does not exist" in one_error_line(err)
+    code, _, err = tbps(common + ["--dataset", "ufine3c", "--dataset_options", "{bad"], capsys)
+    assert code == 1 and "--dataset_options is not valid JSON" in one_error_line(err)
+    code, _, err = tbps(common + ["--dataset", "ufine3c", "--batch_size", "0"], capsys)
+    assert code == 1 and "--batch_size must be >= 1, got 0" in one_error_line(err)
+    if not torch.cuda.is_available():  # a CPU build: the device is refused before the model is even read
+        code, _, err = tbps(common + ["--dataset", "ufine3c", "--device", "cuda"], capsys)
+        assert code == 1 and "--device cuda: CUDA is not available here" in one_error_line(err)
+    with pytest.raises(SystemExit) as usage:  # argparse's usage errors keep status 2
+        tbps(["evaluate", "--dataset", "ufine3c"], capsys)
+    assert usage.value.code == 2
 
-    assert run(parse(common + ["--dataset", "no-such-set"])) == 2
-    assert "no-such-set" in capsys.readouterr().err
 
-    with pytest.raises(SystemExit):  # --model and --dataset are required
-        parse(["--dataset", "ufine3c"])
+def test_output_dir_is_checked_before_encoding(tmp_path, capsys, monkeypatch):
+    import tbps_hf.evaluation as evaluation
+
+    save_tiny_pretrained(tmp_path / "model")
+    data = write_ufine3c(tmp_path / "UFine3C", num_ids=2, images_per_id=1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded before the output folder was checked")
+
+    monkeypatch.setattr(evaluation, "encode_images", no_encoding)
+    monkeypatch.setattr(evaluation, "load_model_and_processor", no_encoding)
+    for output_dir, says in ((blocker, "exists and is not a folder"), (blocker / "sub", "cannot write there")):
+        code, _, err = tbps(["evaluate", "--model", str(tmp_path / "model"), "--dataset", "ufine3c", "--data_dir",
+                             str(data), "--output_dir", str(output_dir), "--device", "cpu"], capsys)
+        assert code == 1 and f"--output_dir {output_dir}" in one_error_line(err) and says in err
+    model, processor = make_model()
+    with pytest.raises(evaluation.TBPSUserError, match="exists and is not a folder"):
+        evaluate_model(model, processor, make_view(), progress=False, output_dir=blocker)
+
+
+def test_table_is_printed_even_when_writing_fails(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import tbps_hf.evaluation as evaluation
+
+    save_tiny_pretrained(tmp_path / "model")
+    data = write_ufine3c(tmp_path / "UFine3C", num_ids=2, images_per_id=2)
+
+    def full_disk(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluation, "_write_json_atomic", full_disk)
+    out = tmp_path / "eval"
+    code, printed, err = tbps(["evaluate", "--model", str(tmp_path / "model"), "--dataset", "ufine3c", "--data_dir",
+                               str(data), "--output_dir", str(out), "--device", "cpu", "--cache_dir",
+                               str(tmp_path / "c"), "--no_progress"], capsys)
+    assert code == 1
+    assert "ufine3c / test" in printed and "R@1" in printed and "overall" in printed  # the numbers are not lost
+    assert f"could not write the results in {out} (No space left on device)" in one_error_line(err)
+
+
+def _edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update({k: (v(config[k]) if callable(v) else v) for k, v in changes.items()})
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_with_the_keys_named(tmp_path, capsys):
+    from test_retrieval import build_method
+
+    from tbps_hf.errors import WeightsMismatchError
+    from tbps_hf.evaluation import load_model_and_processor
+
+    model, processor = build_method("ivt", seed=0)
+    layers = model.config.num_hidden_layers
+    folder = tmp_path / "ivt"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    load_model_and_processor(folder, "cpu")  # untouched: loads
+    _edit_config(folder, num_hidden_layers=layers + 1)
+    with pytest.raises(WeightsMismatchError, match=rf"missing from the weights: layers\.{layers}\.\S+"):
+        load_model_and_processor(folder, "cpu")
+    _edit_config(folder, num_hidden_layers=layers - 1)
+    with pytest.raises(WeightsMismatchError, match=rf"not in the model the config builds: layers\.{layers - 1}\."):
+        load_model_and_processor(folder, "cpu")
+    _edit_config(folder, num_hidden_layers=layers, intermediate_size=lambda v: 2 * v)
+    code, _, err = tbps(["evaluate", "--model", str(folder), "--dataset", "ufine3c", "--device", "cpu"], capsys)
+    line = one_error_line(err)
+    assert code == 1 and "the weights do not fit config.json" in line
+    assert re.search(r"shapes differ: layers\.0\.\S+: checkpoint \[[\d, ]+\] vs config \[[\d, ]+\]", line)
+
+
+@pytest.mark.slow
+def test_model_from_a_hub_id(tmp_path):
+    """`--model org/name` loads through AutoModel / AutoProcessor (from the hub cache, offline here); an id that
+    cannot be had is one line."""
+    import subprocess
+    import sys
+
+    from test_retrieval import build_method
+
+    model, processor = build_method("ivt", seed=0)
+    snapshot = tmp_path / "hub" / "models--tbps--tiny-ivt" / "snapshots" / ("0" * 40)
+    model.save_pretrained(snapshot)
+    processor.save_pretrained(snapshot)
+    (tmp_path / "hub" / "models--tbps--tiny-ivt" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tbps--tiny-ivt" / "refs" / "main").write_text("0" * 40)
+    data = write_ufine3c(tmp_path / "UFine3C", num_ids=2, images_per_id=1)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "TBPS_TRACEBACK": ""}
+    env.pop("TBPS_TRACEBACK")
+    common = ["--dataset", "ufine3c", "--data_dir", str(data), "--device", "cpu", "--no_progress", "--cache_dir",
+              str(tmp_path / "c")]
+    # One interpreter for both calls (the hub's offline switch is read when huggingface_hub is imported).
+    script = (
+        "import sys; from tbps_hf.cli import main; common = sys.argv[1:]; "
+        "ok = main(['evaluate', '--model', 'tbps/tiny-ivt', *common]); print('EXIT', ok, file=sys.stderr); "
+        "sys.exit(10 * ok + main(['evaluate', '--model', 'tbps/no-such-model', *common]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *common], capture_output=True, text=True, env=env)
+    assert "EXIT 0" in done.stderr, done.stderr
+    assert "ufine3c / test — tbps/tiny-ivt" in done.stdout
+    assert done.returncode == 1, done.stderr
+    line = one_error_line(done.stderr)
+    assert "--model tbps/no-such-model: no folder of that name, and the hub id cannot be loaded" in line
+
+
+def test_vanished_image_says_rebuild_and_rebuild_cache_prepares_again(tmp_path, capsys):
+    save_tiny_pretrained(tmp_path / "model")
+    data = write_ufine3c(tmp_path / "UFine3C", num_ids=2, images_per_id=2)
+    common = ["evaluate", "--model", str(tmp_path / "model"), "--dataset", "ufine3c", "--data_dir", str(data),
+              "--device", "cpu", "--cache_dir", str(tmp_path / "c"), "--no_progress"]
+    assert tbps(common, capsys)[0] == 0
+    (data / "images" / "2_1.jpg").unlink()
+    code, _, err = tbps(common, capsys)
+    assert code == 1 and "2_1.jpg) no longer exists; restore the file, or rebuild" in one_error_line(err)
+    code, _, err = tbps(common + ["--rebuild_cache"], capsys)  # the rebuild checks every image again
+    assert code == 1 and "2_1.jpg' does not exist" in one_error_line(err)
 
 
 # ------------------------------------------------------------------------------------------------ model card

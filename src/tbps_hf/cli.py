@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import report_user_errors  # noqa: F401  (re-exported: `tbps_hf.cli.report_user_errors`)
@@ -74,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     import tbps_hf  # noqa: F401  (register the models before any Auto class is used)
 
-    return int(report_user_errors(f"tbps {name}", getattr(mod, run), args) or 0)
+    try:
+        return int(report_user_errors(f"tbps {name}", getattr(mod, run), args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        if os.environ.get("TBPS_TRACEBACK"):
+            raise
+        print(f"tbps {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
