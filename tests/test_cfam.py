@@ -160,7 +160,7 @@ def test_forward_terms_are_the_papers(model):
     pids, b = batch["person_ids"], 6
 
     cos = F.normalize(out.image_embeds, dim=-1) @ F.normalize(out.text_embeds, dim=-1).t()
-    torch.testing.assert_close(out.global_similarity, cos)
+    torch.testing.assert_close(out.logits_per_image, cos)
     assert out.loss_global_sdm.item() == pytest.approx(sdm_loss(cos, pids, 1 / cfg.sdm_temperature).item(), rel=1e-5)
 
     k = cfg.num_granularity_queries
@@ -281,7 +281,7 @@ def test_switches():
     # CLIP's InfoNCE baseline (Table 8 No.0) and local-similarity hard negatives
     m = CFAMModel(tiny_config(global_loss_type="infonce", hard_negative_similarity="local"))
     out = m(**batch)
-    logits = out.global_similarity / m.config.sdm_temperature
+    logits = out.logits_per_image / m.config.sdm_temperature
     t = torch.arange(6)
     assert out.loss_global_sdm.item() == pytest.approx(
         ((F.cross_entropy(logits, t) + F.cross_entropy(logits.t(), t)) / 2).item(), rel=1e-5
@@ -301,7 +301,7 @@ def test_default_k_and_presets():
         td = cfg.training_defaults
         assert (td["optimizer"], td["learning_rate"], td["warmup_epochs"], td["num_train_epochs"],
                 td["per_device_train_batch_size"], td["lr_scheduler_type"]) == ("adam", 1e-5, 5, 60, 64, "cosine")
-        assert cfg.new_module_lr_ratio == 5.0  # 5e-5 for the new modules
+        assert cfg.lr_multipliers["*"] == 5.0 and cfg.lr_multipliers["vision_model"] == 1.0  # 5e-5 for the new modules
     assert CFAMConfig.from_preset("clip-b16").grid_size == (24, 8)
     assert CFAMConfig.from_preset("clip-l14").tokenizer_name == "openai/clip-vit-large-patch14"
     tiny = CFAMConfig.from_preset("tiny")
@@ -340,11 +340,13 @@ def test_embedding_batch_norm_switch():
 
 def test_optimizer_groups_and_steps_reduce_loss():
     torch.manual_seed(0)
-    m = CFAMModel(tiny_config(new_module_lr_ratio=2.0))
+    clip = {"vision_model": 1.0, "text_model": 1.0, "visual_projection": 1.0, "text_projection": 1.0}
+    m = CFAMModel(tiny_config(lr_multipliers={**clip, "*": 2.0}))
     groups = m.optimizer_param_groups(1e-3, weight_decay=0.01)
-    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(2e-3)]
-    ids_clip = {id(p) for p in groups[0]["params"]}
-    ids_new = {id(p) for p in groups[1]["params"]}
+    by_lr = {g["lr"]: g for g in groups}
+    assert sorted(by_lr) == [1e-3, pytest.approx(2e-3)]
+    ids_clip = {id(p) for p in by_lr[1e-3]["params"]}
+    ids_new = {id(p) for p in by_lr[max(by_lr)]["params"]}
     assert not ids_clip & ids_new and len(ids_clip | ids_new) == len(list(m.parameters()))
     assert id(m.vision_model.embeddings.patch_embedding.weight) in ids_clip
     assert id(m.text_projection.weight) in ids_clip

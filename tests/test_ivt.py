@@ -188,7 +188,7 @@ def test_similarity_range_and_bad_inputs():
 
 
 def test_optimizer_param_groups_cover_every_parameter():
-    model = IVTModel(tiny_config(bias_lr_factor=2.0, decay_norm_and_bias=False))
+    model = IVTModel(tiny_config(lr_multipliers={"*.bias": 2.0}, decay_norm_and_bias=False))
     groups = model.optimizer_param_groups(1e-3, 0.05)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     bias_groups = [g for g in groups if g["lr"] == pytest.approx(2e-3)]

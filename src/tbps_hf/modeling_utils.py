@@ -27,7 +27,7 @@ class TBPSPreTrainedModel(PreTrainedModel):
     - ``forward(input_ids, attention_mask, pixel_values, person_ids=None, return_loss=True)`` → a ``ModelOutput``
       whose ``loss`` is the paper's total and whose other fields name each term.
     - ``optimizer_param_groups(learning_rate, weight_decay)`` → parameter groups with the paper's per-module
-      learning rates (the default: one group of trainable parameters).
+      learning rates (``config.lr_multipliers``).
     - ``get_image_attention_maps(pixel_values) -> [I, h, w] | None``: where the image side looks, on the patch /
       feature grid (each map sums to 1); ``None`` when a configuration has no such map.
     """
@@ -57,8 +57,29 @@ class TBPSPreTrainedModel(PreTrainedModel):
         return self.index_features(text_features) @ self.index_features(image_features).t()
 
     def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": params, "lr": learning_rate, "weight_decay": weight_decay}]
+        """One group per learning-rate factor (``config.lr_multipliers``) and weight-decay choice
+        (``_no_weight_decay``), named after the ``lr_multipliers`` keys it gathers (``"default"`` for parameters no
+        key matches; ``/no_decay`` appended without weight decay); frozen parameters are left out."""
+        groups: dict[tuple[float, bool], dict] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key, factor = self.config.lr_multiplier(name)
+            no_decay = self._no_weight_decay(name, param)
+            group = groups.setdefault(
+                (factor, no_decay),
+                {"keys": [], "params": [], "lr": learning_rate * factor, "weight_decay": 0.0 if no_decay else weight_decay},
+            )
+            if key not in group["keys"]:
+                group["keys"].append(key)
+            group["params"].append(param)
+        for (_, no_decay), group in groups.items():
+            group["name"] = "+".join(group.pop("keys")) + ("/no_decay" if no_decay else "")
+        return list(groups.values())
+
+    def _no_weight_decay(self, name: str, param: torch.nn.Parameter) -> bool:
+        """Whether a parameter is left out of weight decay (default: none is)."""
+        return False
 
     def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """`[I, h, w]` attention over the image grid (each map sums to 1), or None (the default)."""

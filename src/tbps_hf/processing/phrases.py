@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from typing import Protocol
@@ -152,9 +153,26 @@ def load_lexicon() -> dict[str, str]:
     return dict(json.loads(text)["words"])
 
 
+_warned_no_nltk_model = False
+
+
 def default_tagger() -> Tagger:
-    """``nltk.pos_tag`` when its model is installed, else the domain :class:`LexiconTagger`."""
-    return NLTKTagger() if NLTKTagger.is_available() else LexiconTagger()
+    """``nltk.pos_tag`` when its model is installed, else the domain :class:`LexiconTagger` (with a warning, once
+    per process: the word level then differs from what NLTK would give, and the processor records which tagger ran
+    in its saved config as ``word_tagger``)."""
+    global _warned_no_nltk_model
+    if NLTKTagger.is_available():
+        return NLTKTagger()
+    if not _warned_no_nltk_model:
+        _warned_no_nltk_model = True
+        warnings.warn(
+            "NLTK's averaged-perceptron tagger model is not installed; part-of-speech tags (MLA word level, noun "
+            "phrases) come from tbps-hf's domain lexicon tagger instead. Install it with "
+            "`python -m nltk.downloader averaged_perceptron_tagger_eng` to use nltk.pos_tag.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return LexiconTagger()
 
 
 # ---------------------------------------------------------------------------------------------------- chunker

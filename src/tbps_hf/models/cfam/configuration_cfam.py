@@ -14,39 +14,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 HARD_NEGATIVE_SOURCES = ("global", "local")
+# the pretrained CLIP parts; the paper trains everything else at 5x their learning rate (`lr_multipliers`)
+CLIP_MODULES = ("vision_model", "text_model", "visual_projection", "text_projection")
 GLOBAL_LOSS_TYPES = ("sdm", "infonce")
-
-# Paper §5.1: Adam, lr 1e-5 for CLIP and 5e-5 for the randomly initialized modules, 5 linear warm-up epochs, cosine
-# decay, 60 epochs, batch 64 per GPU. Weight decay is not stated (Adam's default 0 is kept); sampling is plain
-# random batches as in IRRA, whose SDM loss handles several captions of one identity in a batch.
-_PAPER_TRAINING = dict(
-    optimizer="adam",
-    learning_rate=1e-5,
-    weight_decay=0.0,
-    lr_scheduler_type="cosine",
-    warmup_epochs=5,
-    num_train_epochs=60,
-    per_device_train_batch_size=64,
-    images_per_identity=1,
-)
-
-_CLIP_B16_VISION = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16,
-    image_size=224, projection_dim=512, hidden_act="quick_gelu",
-)
-_CLIP_B16_TEXT = dict(
-    hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, vocab_size=49408,
-    max_position_embeddings=168, projection_dim=512, hidden_act="quick_gelu",
-)
-_CLIP_L14_VISION = dict(
-    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
-    image_size=224, projection_dim=768, hidden_act="quick_gelu",
-)
-_CLIP_L14_TEXT = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, vocab_size=49408,
-    max_position_embeddings=168, projection_dim=768, hidden_act="quick_gelu",
-)
-
 
 @strict(accept_kwargs=True)
 class CFAMConfig(TBPSConfig):
@@ -89,8 +59,9 @@ class CFAMConfig(TBPSConfig):
         when their loss is on.
     global_sdm_weight, local_sdm_weight, match_weight, id_weight (`float`): the loss weights (λ1-λ3 = 1, §4.4).
     id_hidden_size (`int`): output width of the identity MLP (Linear, LayerNorm, GELU); 0 means `projection_dim`.
-    new_module_lr_ratio (`float`): learning rate of the randomly initialized modules relative to the CLIP towers
-        (5e-5 / 1e-5 = 5, §5.1); read by `optimizer_param_groups`.
+    lr_multipliers: see [`TBPSConfig`]; the paper presets train the randomly initialized modules at 5x the CLIP
+        towers' rate (5e-5 / 1e-5, §5.1): `{"vision_model": 1, "text_model": 1, "visual_projection": 1,
+        "text_projection": 1, "*": 5}` (`new_module_lr_ratio` in the first release).
     initializer_range (`float`): std of the normal initializer of the new modules.
     embedding_batch_norm (`bool`): not in the paper (off by default; on in `tiny`): a BatchNorm1d per modality on
         the global embeddings and one on the K granularity outputs, before the losses and the similarity. Randomly
@@ -102,86 +73,9 @@ class CFAMConfig(TBPSConfig):
     model_type = "cfam"
     sub_configs_defaults = {"vision_config": CLIPVisionConfig, "text_config": CLIPTextConfig}
 
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # §5.1: CLIP ViT-B/16 + CLIP text encoder, 384x128 images, 168 text tokens, decoder/matcher 2 blocks of
-        # width 512 with 8 heads, K queries of width 512 (K: see `num_granularity_queries`), λ = 1 (§4.4).
-        "clip-b16": dict(
-            image_size=(384, 128),
-            vocab_size=49408,
-            max_text_length=168,
-            tokenizer_name="openai/clip-vit-base-patch16",
-            image_mean=CLIP_MEAN,
-            image_std=CLIP_STD,
-            vision_config=_CLIP_B16_VISION,
-            text_config=_CLIP_B16_TEXT,
-            projection_dim=512,
-            training_defaults=_PAPER_TRAINING,
-        ),
-        # §5.3 / Tables 5-7 "CFAM(L/14)": the same recipe on CLIP ViT-L/14 (768-d embeddings; the decoder stays 512).
-        "clip-l14": dict(
-            image_size=(384, 128),
-            vocab_size=49408,
-            max_text_length=168,
-            tokenizer_name="openai/clip-vit-large-patch14",
-            image_mean=CLIP_MEAN,
-            image_std=CLIP_STD,
-            vision_config=_CLIP_L14_VISION,
-            text_config=_CLIP_L14_TEXT,
-            projection_dim=768,
-            training_defaults=_PAPER_TRAINING,
-        ),
-        # CPU preset: small random-init CLIP towers on 64x32 crops (8x4 patches of 8 px) with a WordPiece tokenizer
-        # trained on the captions; AdamW at 2e-3 because from-scratch towers do not learn at the paper's 1e-5.
-        # Global term = CLIP's InfoNCE (temperature 0.05), not SDM: from random init SDM's KL(p || q) is minimized
-        # first by flattening every similarity (all embeddings collapse to one direction) and stays on that plateau
-        # (measured on ProcPEDES, 1 CPU thread: 200 steps of batch 64 with SDM → test R@1 1.0 = chance; 120 steps
-        # with InfoNCE → R@1 2.1, R@5 12.1). The paper presets start from pretrained CLIP and keep SDM.
-        "tiny": dict(
-            image_size=(64, 32),
-            vocab_size=1000,
-            max_text_length=64,
-            tokenizer_name=None,
-            vision_config=dict(
-                hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4, patch_size=8,
-                image_size=64, projection_dim=96, hidden_act="gelu",
-                # CLIP's init (factor 1) makes near-uniform attention, so the class token of a random tower is the
-                # same for every image (cosine 0.99 between any two); factor 3 gives ~0.7. ProcPEDES, 300 steps,
-                # lr 2e-3: test R@1 7.5 (factor 1 at lr 1e-3: 2.1 after 120 steps).
-                initializer_factor=3.0,
-            ),
-            text_config=dict(
-                hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4, vocab_size=1000,
-                max_position_embeddings=64, projection_dim=96, hidden_act="gelu",
-                pad_token_id=0, bos_token_id=2, eos_token_id=3,  # WordPiece [PAD]/[CLS]/[SEP]
-            ),
-            projection_dim=96,
-            decoder_hidden_size=96,
-            decoder_num_heads=4,
-            decoder_intermediate_size=384,
-            new_module_lr_ratio=1.0,
-            global_loss_type="infonce",
-            sdm_temperature=0.05,
-            # local SDM stays on at weight 0.1: its KL(p || q) against q's zeros (log 1e-8) sits near 30 on the
-            # flat start and at weight 1 its gradient swamps the global term.
-            local_sdm_weight=0.1,
-            # centering the embeddings over the batch lifts them off the shared random-init direction (as in the
-            # IVT and PCC tiny presets). ProcPEDES, 500 steps, 1 thread, test R@1 / R@5 / mAP:
-            #   this preset 34.5 / 66.1 / 33.7;  without the BatchNorm 13.1 / 40.9 / 17.3;
-            #   with it but local SDM weight 1: 3.8 / 13.1 / 5.4;  with it and SDM globally (temp. 0.05): 19.1 / 50.8 / 21.8;
-            #   with it and the paper's losses (SDM, temp. 0.02, local weight 1): 0.8 / 4.4 / 2.5.
-            embedding_batch_norm=True,
-            training_defaults=dict(
-                optimizer="adamw",
-                learning_rate=2e-3,
-                weight_decay=0.01,
-                lr_scheduler_type="cosine",
-                warmup_epochs=1,
-                num_train_epochs=30,
-                per_device_train_batch_size=64,
-                images_per_identity=2,
-            ),
-        ),
-    }
+    # Presets: presets/clip-b16.json and presets/clip-l14.json (§5.1 and Tables 5-7: CLIP towers, recipe) and
+    # presets/tiny.json (CPU); the measurements behind the tiny preset are in docs/benchmarks.md ("Preset notes").
+    deprecated_fields: ClassVar[dict[str, str]] = {"new_module_lr_ratio": "lr_multipliers"}
 
     vision_config: dict | CLIPVisionConfig | None = None
     text_config: dict | CLIPTextConfig | None = None
@@ -205,7 +99,6 @@ class CFAMConfig(TBPSConfig):
     match_weight: float = 1.0
     id_weight: float = 1.0
     id_hidden_size: int = 0
-    new_module_lr_ratio: float = 5.0
     initializer_range: float = 0.02
     embedding_batch_norm: bool = False
 
@@ -214,14 +107,22 @@ class CFAMConfig(TBPSConfig):
             self.vision_config = CLIPVisionConfig(**(self.vision_config or {}))
         if isinstance(self.text_config, dict) or self.text_config is None:
             self.text_config = CLIPTextConfig(**(self.text_config or {}))
-        super().__post_init__(**kwargs)
         self.sync_text_config()
+        super().__post_init__(**kwargs)
+
+    def _rename_deprecated(self, old: str, new: str, value: Any) -> None:
+        if float(value) != 1.0:  # new_module_lr_ratio: everything but the CLIP towers and projections
+            self.lr_multipliers = {**{p: 1.0 for p in CLIP_MODULES}, "*": float(value)}
+
+    def validate_choices(self):
         if self.hard_negative_similarity not in HARD_NEGATIVE_SOURCES:
             raise ValueError(
                 f"hard_negative_similarity must be one of {HARD_NEGATIVE_SOURCES}, got {self.hard_negative_similarity!r}"
             )
         if self.global_loss_type not in GLOBAL_LOSS_TYPES:
             raise ValueError(f"global_loss_type must be one of {GLOBAL_LOSS_TYPES}, got {self.global_loss_type!r}")
+
+    def validate_decoder(self):
         for name in ("num_granularity_queries", "decoder_num_layers", "matcher_num_layers", "decoder_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -232,6 +133,8 @@ class CFAMConfig(TBPSConfig):
             )
         if self.sdm_temperature <= 0:
             raise ValueError(f"sdm_temperature must be > 0, got {self.sdm_temperature}")
+
+    def validate_patch_grid(self):
         patch = self.vision_config.patch_size
         if min(self.image_size) < patch:
             raise ValueError(f"image_size {self.image_size} is smaller than the patch size {patch}")

@@ -35,7 +35,9 @@ class CFAMOutput(ModelOutput):
     loss_id (`torch.Tensor`): cross-modal identity classifying loss with the "unmatched" class (supplement §8).
     image_embeds (`[B, projection_dim]`), text_embeds (`[B, projection_dim]`): global embeddings (not normalized).
     image_granularity_embeds (`[B, K, decoder_hidden_size]`), text_granularity_embeds: the decoder outputs.
-    global_similarity (`[B, B]`): cosine, image rows × text columns. local_similarity (`[B, B]`): same layout.
+    logits_per_text (`[B, B]`): global cosine similarity, text rows × image columns (the layout of `similarity`).
+    logits_per_image (`[B, B]`): its transpose, image rows × text columns (the layout SDM is written in).
+    local_similarity (`[B, B]`): mean per-query cosine of the granularity embeddings, image rows × text columns.
     match_logits (`[M]`), match_labels (`[M]`): Matcher logits (sigmoid → match probability) and 1/0 targets; the
         first B are the positives. match_image_index / match_text_index (`[M]`): the batch rows of each Matcher pair.
     id_logits (`[M, num_identities + 1]`), id_labels (`[M]`): identity head logits and targets (negatives get
@@ -51,7 +53,8 @@ class CFAMOutput(ModelOutput):
     text_embeds: torch.Tensor | None = None
     image_granularity_embeds: torch.Tensor | None = None
     text_granularity_embeds: torch.Tensor | None = None
-    global_similarity: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
     local_similarity: torch.Tensor | None = None
     match_logits: torch.Tensor | None = None
     match_labels: torch.Tensor | None = None
@@ -395,7 +398,8 @@ class CFAMModel(CFAMPreTrainedModel):
             )
 
         cfg = self.config
-        out.global_similarity = F.normalize(out.image_embeds, dim=-1) @ F.normalize(out.text_embeds, dim=-1).t()
+        global_similarity = F.normalize(out.image_embeds, dim=-1) @ F.normalize(out.text_embeds, dim=-1).t()  # [I, T]
+        out.logits_per_image, out.logits_per_text = global_similarity, global_similarity.t()
         if cfg.uses_decoder:
             out.image_granularity_embeds = self.image_granularity(image_tokens)
             out.text_granularity_embeds = self.text_granularity(text_tokens, attention_mask)
@@ -403,17 +407,17 @@ class CFAMModel(CFAMPreTrainedModel):
         if not return_loss or person_ids is None:
             return out
 
-        person_ids = person_ids.reshape(-1).to(out.global_similarity.device)
+        person_ids = person_ids.reshape(-1).to(global_similarity.device)
         if person_ids.shape[0] != image_tokens.shape[0]:
             raise ValueError(f"person_ids has {person_ids.shape[0]} entries for a batch of {image_tokens.shape[0]}")
         logit_scale = 1.0 / cfg.sdm_temperature
-        total = out.global_similarity.new_zeros(())
+        total = global_similarity.new_zeros(())
 
         if cfg.use_global_sdm:
             if cfg.global_loss_type == "sdm":
-                out.loss_global_sdm = sdm_loss(out.global_similarity, person_ids, logit_scale)
+                out.loss_global_sdm = sdm_loss(global_similarity, person_ids, logit_scale)
             else:  # CLIP's symmetric InfoNCE with the pair index as the label (Table 8, No.0)
-                logits = logit_scale * out.global_similarity
+                logits = logit_scale * global_similarity
                 target = torch.arange(logits.shape[0], device=logits.device)
                 out.loss_global_sdm = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
             total = total + cfg.global_sdm_weight * out.loss_global_sdm
@@ -423,7 +427,7 @@ class CFAMModel(CFAMPreTrainedModel):
             total = total + cfg.local_sdm_weight * out.loss_local_sdm
 
         if cfg.use_matcher:
-            source = out.global_similarity if cfg.hard_negative_similarity == "global" else out.local_similarity
+            source = global_similarity if cfg.hard_negative_similarity == "global" else out.local_similarity
             image_index, text_index, labels = self._match_pairs(source, person_ids)
             out.match_image_index, out.match_text_index = image_index, text_index
             out.match_logits = self.matcher(
@@ -445,7 +449,7 @@ class CFAMModel(CFAMPreTrainedModel):
                     f"[{int(person_ids.min())}, {int(person_ids.max())}]"
                 )
             # Supplement §8: hard negatives picked by the global embeddings' similarity.
-            image_index, text_index, labels = self._match_pairs(out.global_similarity, person_ids)
+            image_index, text_index, labels = self._match_pairs(global_similarity, person_ids)
             fused = torch.cat([out.image_embeds[image_index], out.text_embeds[text_index]], dim=-1)
             out.id_logits = self.id_classifier(self.id_mlp(fused))
             out.id_labels = torch.where(labels.bool(), person_ids[image_index], torch.full_like(labels, cfg.num_identities))
@@ -470,23 +474,6 @@ class CFAMModel(CFAMPreTrainedModel):
         text_index = torch.cat([arange, text_for_image[valid_i], arange[valid_t]])
         labels = torch.cat([torch.ones_like(arange), torch.zeros_like(image_index[batch:])])
         return image_index, text_index, labels
-
-    # ----- optimizer ----------------------------------------------------------------------------------------------
-
-    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
-        """CLIP towers and projections at `learning_rate` (1e-5), the new modules (decoder, queries, Matcher,
-        identity head) at `learning_rate * config.new_module_lr_ratio` (5e-5), §5.1."""
-        clip_prefixes = ("vision_model.", "text_model.", "visual_projection.", "text_projection.")
-        clip_params, new_params = [], []
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                (clip_params if name.startswith(clip_prefixes) else new_params).append(param)
-        groups = [{"params": clip_params, "lr": learning_rate, "weight_decay": weight_decay}]
-        if new_params:
-            groups.append(
-                {"params": new_params, "lr": learning_rate * self.config.new_module_lr_ratio, "weight_decay": weight_decay}
-            )
-        return groups
 
     # ----- pretrained towers --------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class IVTOutput(ModelOutput):
     loss_cmpm_t2i (`torch.FloatTensor` of shape `()`, *optional*): CMPM, texts projected onto images.
     text_embeds (`torch.FloatTensor` of shape `[B, hidden_size]`): text class tokens after the final LayerNorm.
     image_embeds (`torch.FloatTensor` of shape `[B, hidden_size]`): image class tokens after the final LayerNorm.
+    logits_per_text (`torch.FloatTensor` of shape `[T, I]`): their cosine similarity (`similarity`).
     text_bmm_mask (`torch.BoolTensor` of shape `[B, L]`, *optional*): text tokens hidden by BMM (True = masked).
     image_bmm_mask (`torch.BoolTensor` of shape `[B, num_patches]`, *optional*): patches dropped by BMM.
     """
@@ -45,6 +46,7 @@ class IVTOutput(ModelOutput):
     loss_cmpm_t2i: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
     text_bmm_mask: torch.BoolTensor | None = None
     image_bmm_mask: torch.BoolTensor | None = None
 
@@ -121,7 +123,7 @@ class IVTImageEmbeddings(nn.Module):
         super().__init__()
         self.config = config
         self.patch_embedding = nn.Conv2d(
-            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_stride
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
@@ -401,30 +403,17 @@ class IVTModel(IVTPreTrainedModel):
             loss_cmpm_t2i=loss_t2i,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
+            logits_per_text=None if text_embeds is None or image_embeds is None else self.similarity(text_embeds, image_embeds),
             text_bmm_mask=text_mask,
             image_bmm_mask=image_mask,
         )
 
-    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
-        """Public-code groups: biases at `lr * config.bias_lr_factor`; without `config.decay_norm_and_bias`,
-        biases, LayerNorms and cls/position/type embeddings get no weight decay."""
-        groups: dict[tuple[bool, bool], list] = {}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            is_bias = name.endswith(".bias")
-            no_decay = not self.config.decay_norm_and_bias and (
-                param.dim() < 2 or name.endswith(("cls_token", "position_embeddings", "type_embedding"))
-            )
-            groups.setdefault((is_bias, no_decay), []).append(param)
-        return [
-            {
-                "params": params,
-                "lr": learning_rate * (self.config.bias_lr_factor if is_bias else 1.0),
-                "weight_decay": 0.0 if no_decay else weight_decay,
-            }
-            for (is_bias, no_decay), params in groups.items()
-        ]
+    def _no_weight_decay(self, name: str, param: nn.Parameter) -> bool:
+        """Without `config.decay_norm_and_bias` (public code: decay everything), biases, LayerNorms and the
+        cls/position/type embeddings get no weight decay."""
+        return not self.config.decay_norm_and_bias and (
+            param.dim() < 2 or name.endswith(("cls_token", "position_embeddings", "type_embedding"))
+        )
 
     # -- initialization from pretrained backbones ----------------------------------------------------------------
 

@@ -45,7 +45,10 @@ class IVTProcessor(TBPSProcessor):
         mla_levels (`list[str]`): levels to sample from.
         mla_mode (`str`): `"random"` (default; one level per example per step, the batch keeps B pairs) or `"all"`
             (the public code's loop: every example yields its word, phrase and sentence pairs, each with its own
-            augmented image, so the batch has 3B pairs).
+            augmented image, so the batch has 3B pairs). Set from `IVTConfig.mla_mode`.
+        word_tagger (`str`, *optional*): the part-of-speech tagger that produced the word level (`"nltk"` or
+            `"lexicon"`); filled in when the word level is first computed and saved with the processor, so a
+            trained model says which one it learned from.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class IVTProcessor(TBPSProcessor):
         use_mla: bool = True,
         mla_levels: Sequence[str] = MLA_LEVELS,
         mla_mode: str = "random",
+        word_tagger: str | None = None,
         **kwargs: Any,
     ):
         levels = tuple(mla_levels)
@@ -66,6 +70,7 @@ class IVTProcessor(TBPSProcessor):
         self.use_mla = bool(use_mla)
         self.mla_levels = list(levels)
         self.mla_mode = mla_mode
+        self.word_tagger = word_tagger
         self._chunker = None
         self._level_cache: dict[str, dict[str, list[str]]] = {}
         super().__init__(image_processor=image_processor, tokenizer=tokenizer, max_text_length=max_text_length, **kwargs)
@@ -74,6 +79,7 @@ class IVTProcessor(TBPSProcessor):
     def from_config(cls, config: Any, captions: Sequence[str] | None = None, **kwargs: Any) -> "IVTProcessor":
         kwargs.setdefault("use_mla", bool(getattr(config, "use_mla", True)))
         kwargs.setdefault("mla_levels", list(getattr(config, "mla_levels", MLA_LEVELS)))
+        kwargs.setdefault("mla_mode", getattr(config, "mla_mode", "random"))
         return super().from_config(config, captions=captions, **kwargs)
 
     @property
@@ -83,6 +89,7 @@ class IVTProcessor(TBPSProcessor):
             from ...processing.phrases import PhraseChunker
 
             self._chunker = PhraseChunker()
+            self.word_tagger = self._chunker.tagger.name
         return self._chunker
 
     # ------------------------------------------------------------------ MLA

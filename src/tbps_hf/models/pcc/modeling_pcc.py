@@ -60,7 +60,7 @@ class PCCOutput(ModelOutput):
     loss_cmr (`torch.FloatTensor`): CMR (Eq. 12) on F (with `use_cmr`).
     loss_rank_fine (`torch.FloatTensor`): plain ranking loss on F (when `use_cmr` is off, Table 2 row 3).
     logits_per_text (`torch.FloatTensor` of shape `[T, I]`): the inference similarity (Eq. 14) of the batch.
-    text_features / image_features ([`PCCFeatures`]): the embeddings.
+    text_embeds / image_embeds ([`PCCFeatures`]): the embeddings (g, C, F of each modality).
     image_attention_map (`torch.FloatTensor` of shape `[I, h, w]`): A_avg, the foreground map of Eq. 5 (None when
         neither coarse nor fine embeddings are used).
     """
@@ -75,8 +75,8 @@ class PCCOutput(ModelOutput):
     loss_cmr: torch.FloatTensor | None = None
     loss_rank_fine: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
-    text_features: PCCFeatures | None = None
-    image_features: PCCFeatures | None = None
+    text_embeds: PCCFeatures | None = None
+    image_embeds: PCCFeatures | None = None
     image_attention_map: torch.FloatTensor | None = None
 
 
@@ -142,7 +142,7 @@ def _attention(config: PCCConfig) -> TBPSAttention:
 def _feature_grid(config: PCCConfig) -> tuple[int, int]:
     """Spatial grid (h, w) of the image backbone's last feature map for `config.image_size`."""
     height, width = config.image_size
-    image = config.image_config
+    image = config.vision_config
     if image["model_type"] == "resnet":
         backbone = config.backbone_config("image")
         # stem: 7x7 conv stride 2 + 3x3 max-pool stride 2; then every stage but the first halves (ceil) the map
@@ -199,7 +199,7 @@ class PCCModel(PCCPreTrainedModel):
 
     def __init__(self, config: PCCConfig):
         super().__init__(config)
-        self.image_backbone = _build_backbone(self._tower_config("image"), config.image_config["model_type"])
+        self.image_backbone = _build_backbone(self._tower_config("image"), config.vision_config["model_type"])
         self.text_backbone = _build_backbone(self._tower_config("text"), config.text_config["model_type"])
         text_positions = getattr(self.text_backbone.config, "max_position_embeddings", None)
         if text_positions is not None and config.max_text_length > text_positions:
@@ -208,7 +208,7 @@ class PCCModel(PCCPreTrainedModel):
                 f"({text_positions})"
             )
         d = config.hidden_size
-        image_width = _backbone_width(self.image_backbone.config, config.image_config["model_type"])
+        image_width = _backbone_width(self.image_backbone.config, config.vision_config["model_type"])
         self.image_projection = nn.Linear(image_width, d)
         self.text_projection = nn.Linear(self.text_backbone.config.hidden_size, d)
 
@@ -277,7 +277,7 @@ class PCCModel(PCCPreTrainedModel):
 
     def _image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Backbone features `[B, h*w, C]` (row-major) and the grid (h, w)."""
-        kind = self.config.image_config["model_type"]
+        kind = self.config.vision_config["model_type"]
         pixel_values = pixel_values.to(self.image_projection.weight.dtype)
         if kind == "resnet":
             fmap = self.image_backbone(pixel_values).last_hidden_state  # [B, C, h, w]
@@ -365,25 +365,6 @@ class PCCModel(PCCPreTrainedModel):
     def similarity(self, text_features: PCCFeatures, image_features: PCCFeatures) -> torch.Tensor:
         """Eq. 14: ``s(g) + Σ_i s(c_i) + Σ_j s(f_j)`` (cosines) → `[T, I]` in ``config.similarity_range``."""
         return self.index_features(text_features) @ self.index_features(image_features).t()
-
-    def optimizer_param_groups(self, learning_rate: float, weight_decay: float = 0.0) -> list[dict]:
-        """§4.1: the image backbone at ``image_backbone_lr_scale`` x the rate, new layers at the rate; frozen
-        parameters (the text backbone) are left out."""
-        backbone_ids = {}
-        for name, scale in (("image_backbone", self.config.image_backbone_lr_scale),
-                            ("text_backbone", self.config.text_backbone_lr_scale)):
-            for p in getattr(self, name).parameters():
-                backbone_ids[id(p)] = (name, scale)
-        groups: dict[str, dict] = {}
-        for p in self.parameters():
-            if not p.requires_grad:
-                continue
-            name, scale = backbone_ids.get(id(p), ("head", 1.0))
-            group = groups.setdefault(
-                name, {"name": name, "params": [], "lr": learning_rate * float(scale), "weight_decay": weight_decay}
-            )
-            group["params"].append(p)
-        return list(groups.values())
 
     # ------------------------------------------------------------------ training
     def _slots(self, features: PCCFeatures) -> torch.Tensor:
@@ -475,7 +456,7 @@ class PCCModel(PCCPreTrainedModel):
         elif return_loss and person_ids is not None:
             raise ValueError("the losses need both captions (input_ids) and images (pixel_values)")
         return PCCOutput(
-            **out, text_features=text_features, image_features=image_features, image_attention_map=attention_map
+            **out, text_embeds=text_features, image_embeds=image_features, image_attention_map=attention_map
         )
 
     # ------------------------------------------------------------------ pretrained backbones
@@ -504,7 +485,7 @@ class PCCModel(PCCPreTrainedModel):
         text_model = _load_backbone(text, "text") if text is not None else None
         values = config.to_dict()
         if image_model is not None:
-            values["image_config"] = {**image_model.config.to_diff_dict(), "model_type": image_model.config.model_type}
+            values["vision_config"] = {**image_model.config.to_diff_dict(), "model_type": image_model.config.model_type}
         if text_model is not None:
             values["text_config"] = {**text_model.config.to_diff_dict(), "model_type": text_model.config.model_type}
             values["vocab_size"] = text_model.config.vocab_size
