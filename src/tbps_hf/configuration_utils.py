@@ -41,7 +41,7 @@ class TBPSConfig(PreTrainedConfig):
         ``tiny`` presets (random init).
     lr_multipliers (`dict[str, float]`, *optional*): learning-rate factor per parameter group, read by
         ``optimizer_param_groups``: keys are module-name prefixes (``"image_backbone"``) or ``fnmatch`` patterns of
-        parameter names (``"*.bias"``, ``"*"``), the first key that matches a parameter wins, unmatched ones get 1.
+        parameter names (``"*.bias"``, ``"*"``); the first key that matches a parameter wins, unmatched ones get 1.
     preset (`str`, *optional*): the preset this config was built from; selects its training recipe.
     training_defaults (`dict`): the paper's optimizer and schedule for the preset, read by the training loop
         (``model.config.training_defaults``) when the user does not override them. It comes from the preset file and
@@ -129,7 +129,8 @@ class TBPSConfig(PreTrainedConfig):
         """``(key, factor)``: the ``lr_multipliers`` entry that sets a parameter's learning-rate factor
         (``("default", 1.0)`` when none matches)."""
         for key, factor in (self.lr_multipliers or {}).items():
-            if parameter_name.startswith(key + ".") or fnmatch.fnmatchcase(parameter_name, key):
+            prefix = key if key.endswith(".") else key + "."
+            if parameter_name.startswith(prefix) or fnmatch.fnmatchcase(parameter_name, key):
                 return key, float(factor)
         return "default", 1.0
 
@@ -153,7 +154,10 @@ class TBPSConfig(PreTrainedConfig):
         if folder is not None and (folder / f"{name}.json").is_file():
             return json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         if name in cls.presets:
-            return copy.deepcopy(cls.presets[name])
+            data = copy.deepcopy(cls.presets[name])
+            if "config" not in data:  # the first release's layout: config fields with training_defaults inside
+                data = {"config": data, "training": data.pop("training_defaults", None)}
+            return data
         raise ValueError(
             f"Unknown preset {name!r} for {cls.model_type!r}; valid presets: {', '.join(cls.preset_names())}"
         )
