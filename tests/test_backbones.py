@@ -181,3 +181,38 @@ def test_init_backbones_false_warns_and_skips_loading(tmp_path):
     with pytest.warns(UserWarning, match="random weights instead of the pretrained vit="):
         model = build_model(method, config, init_backbones=False)
     assert not getattr(model.config, "backbone_checkpoints", None)
+
+
+@pytest.mark.slow
+def test_hub_ids_in_the_local_cache_are_used_offline(tmp_path):
+    """Checkpoints named by hub id load from the hub cache with HF_HUB_OFFLINE=1 (as on a cluster without network)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_hub import populate_hub_cache
+
+    bert, vocab_size = save_bert(tmp_path / "bert")
+    save_vit(tmp_path / "vit")
+    populate_hub_cache(tmp_path / "hub", "my-org/bert-small", tmp_path / "bert")
+    populate_hub_cache(tmp_path / "hub", "my-org/vit-small", tmp_path / "vit")
+    script = (
+        "import torch\n"
+        "from tbps_hf.backbones import build_model, check_backbones, prepare_config\n"
+        "from tbps_hf.models import get_method\n"
+        "m = get_method('ivt')\n"
+        f"c = m.config_class.from_preset('tiny', vocab_size={vocab_size})\n"
+        "o = {'vit': 'my-org/vit-small', 'bert': 'my-org/bert-small'}\n"
+        "print(sorted(check_backbones(c, o)))\n"
+        "model = build_model(m, c, o)\n"
+        "print(prepare_config(m, c, o).tokenizer_name)\n"
+        "torch.save(model.state_dict(), 'state.pt')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "my-org/bert-small"
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    word = next(v for k, v in state.items() if k.endswith("word_embeddings.weight"))
+    assert torch.equal(word, bert.state_dict()["embeddings.word_embeddings.weight"])
