@@ -2,7 +2,7 @@
 
 Each method that has a converter ships it beside its model, in the transformers convention:
 ``tbps_hf.models.<method>.convert_<method>_original_to_hf.convert(checkpoint, output_dir, tokenizer=None,
-config_overrides=None) -> report``.
+config_overrides=None)`` (returning a report dict of ignored / missing keys, or the converted model).
 """
 
 from __future__ import annotations
@@ -55,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
             raise TBPSUserError("--config_overrides must be a JSON object of config fields")
     report = _converter(args.model)(args.checkpoint, args.output_dir, tokenizer=args.tokenizer, config_overrides=overrides)
     print(f"converted {args.checkpoint} → {args.output_dir}")
-    print(json.dumps({k: v for k, v in report.items()}, indent=2))
+    if isinstance(report, dict):  # the unused / missing keys report (converters that return the model print theirs)
+        print(json.dumps(report, indent=2))
     return 0
