@@ -506,7 +506,7 @@ def _tiny_clip(tmp_path):
 def test_from_backbones_local_clip(tmp_path):
     clip, path = _tiny_clip(tmp_path)
     # Square crops and text no longer than the kept rows: CFAM's global embeddings are exactly CLIP's.
-    model = CFAMModel.from_backbones(path, preset="tiny", image_size=(32, 32), max_text_length=40, num_identities=3)
+    model = CFAMModel.from_backbones(clip=path, preset="tiny", image_size=(32, 32), max_text_length=40, num_identities=3)
     model.eval()
     assert model.config.tokenizer_name == str(path) and model.config.projection_dim == 24
     assert not model.config.embedding_batch_norm  # a from-scratch aid; the tiny preset has it on
@@ -521,15 +521,20 @@ def test_from_backbones_local_clip(tmp_path):
                     person_ids=torch.tensor([0, 1]))
     assert torch.isfinite(out.loss)
     # Person-crop grid: the square 4x4 position table is resized to 8x4.
-    rect = CFAMModel.from_backbones(path, preset="tiny", image_size=(64, 32))
+    rect = CFAMModel.from_backbones(clip=path, preset="tiny", image_size=(64, 32))
     assert rect.vision_model.embeddings.position_embedding.weight.shape == (1 + 8 * 4, 32)
     torch.testing.assert_close(rect.visual_projection.weight, clip.visual_projection.weight)
     with torch.no_grad():
         assert rect.get_image_features(torch.randn(1, 3, 64, 32)).shape == (1, 24)
-    with pytest.raises(ValueError, match="does not match the CLIP checkpoint"):
-        CFAMModel.from_backbones(path, config=tiny_config())
+    # a given config keeps its own fields but takes the tower sizes from the checkpoint
+    from_config = CFAMModel.from_backbones(config=tiny_config(), clip=path)
+    assert from_config.config.projection_dim == 24 and from_config.config.backbone_checkpoints == {"clip": str(path)}
+    # roles not given come from config.backbone_checkpoints
+    assert CFAMModel.from_backbones(config=from_config.config).config.vision_config.hidden_size == 32
+    with pytest.raises(ValueError, match="needs the role clip"):
+        CFAMModel.from_backbones(preset="tiny")
     with pytest.raises(OSError):
-        CFAMModel.from_backbones(tmp_path / "missing")
+        CFAMModel.from_backbones(clip=tmp_path / "missing")
 
 
 # --------------------------------------------------------------------------------------------- full-size presets

@@ -275,8 +275,9 @@ def test_from_backbones_copies_weights_and_interpolates_positions(tmp_path):
     ids, mask = text_batch(batch=2, length=20, vocab=90, lengths=(9, 5))
     assert model.get_text_features(ids, mask).shape == (2, 32)
     with pytest.raises(ValueError, match="hidden_size"):
-        IVTModel.from_backbones(vit, BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                                                          intermediate_size=64, vocab_size=90)))
+        IVTModel.from_backbones(vit=vit, bert=BertModel(BertConfig(hidden_size=16, num_hidden_layers=2,
+                                                                   num_attention_heads=4, intermediate_size=64,
+                                                                   vocab_size=90)))
 
 
 # ------------------------------------------------------------------------------------------------ processor / MLA

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -84,6 +85,48 @@ class TBPSPreTrainedModel(PreTrainedModel):
     def get_image_attention_maps(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
         """`[I, h, w]` attention over the image grid (each map sums to 1), or None (the default)."""
         return None
+
+    # -- pretrained starts ---------------------------------------------------------------------------------------
+
+    # the preset `from_backbones` starts from when given neither a config nor a preset
+    backbone_preset: str | None = None
+
+    @classmethod
+    def from_backbones(cls, config=None, preset: str | None = None, **kwargs) -> "TBPSPreTrainedModel":
+        """A model whose towers come from pretrained checkpoints and whose new layers are freshly initialized.
+
+        Args:
+            config: the config to start from (copied); or
+            preset: a preset name (default ``backbone_preset``), with config overrides as further keyword
+                arguments.
+            **kwargs: keyword names that are the method's backbone roles (``MethodInfo.backbone_roles``: IVT
+                ``vit`` / ``bert``, PCC ``image`` / ``text``, CFAM ``clip``) give a checkpoint each — a hub id, a
+                local folder or an already loaded module; roles not given fall back to
+                ``config.backbone_checkpoints``. Other names override config fields (with ``preset`` only).
+
+        Tower sizes come from the checkpoints, not from the preset.
+        """
+        from .models import backbone_roles_of
+
+        roles = backbone_roles_of(cls)
+        given = {role: kwargs.pop(role) for role in roles if kwargs.get(role) is not None}
+        for role in roles:
+            kwargs.pop(role, None)
+        if config is None:
+            config = cls.config_class.from_preset(preset or cls.backbone_preset, **kwargs)
+        elif kwargs or preset is not None:
+            raise ValueError(
+                f"from_backbones: pass either config or a preset with overrides, not both (got {sorted(kwargs)})"
+            )
+        else:
+            config = copy.deepcopy(config)
+        checkpoints = {**(config.backbone_checkpoints or {}), **given}
+        return cls._from_backbone_checkpoints(config, checkpoints)
+
+    @classmethod
+    def _from_backbone_checkpoints(cls, config, checkpoints: dict[str, Any]) -> "TBPSPreTrainedModel":
+        """Load ``checkpoints`` (role → name or module) into a model for ``config``; methods implement it."""
+        raise NotImplementedError(f"{cls.__name__} has no pretrained backbones")
 
     # Training hooks (docs/architecture.md → "Training hooks on the model"); the loop calls them on the unwrapped
     # model. The defaults do nothing: a method overrides what it needs.

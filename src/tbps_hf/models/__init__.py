@@ -110,6 +110,15 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def backbone_roles_of(model_class: type) -> tuple[str, ...]:
+    """The backbone roles of the registered method whose model class is (a base of) ``model_class``."""
+    discover()
+    for method in METHODS.values():
+        if issubclass(model_class, method.model_class):
+            return method.info.backbone_roles
+    return ()
+
+
 def method_for_config(config) -> Method:
     """The registry entry whose config class ``config`` is (or derives from)."""
     discover()

@@ -8,13 +8,12 @@ identity classifying loss with an extra "unmatched" class (supplement §8). Infe
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel
+from transformers import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
@@ -477,42 +476,38 @@ class CFAMModel(CFAMPreTrainedModel):
 
     # ----- pretrained towers --------------------------------------------------------------------------------------
 
-    @classmethod
-    def from_backbones(
-        cls, clip: str | os.PathLike, config: CFAMConfig | None = None, preset: str = "clip-b16", **config_overrides
-    ) -> "CFAMModel":
-        """
-        Build CFAM with its towers (and projections) taken from a CLIP checkpoint: a hub id such as
-        "openai/clip-vit-base-patch16" or a local folder saved with `CLIPModel.save_pretrained`.
+    backbone_preset = "clip-b16"
 
-        Without `config`, the tower sizes come from the checkpoint and the rest from `preset` (+ overrides), with
-        `tokenizer_name=clip` and `embedding_batch_norm=False`. The text position table is stretched to `max_text_length` (`extend_text_positions`)
-        and the square vision position grid is resized to the crop's patch grid (`resize_position_table`, bicubic).
+    @classmethod
+    def _from_backbone_checkpoints(cls, config: CFAMConfig, checkpoints: dict) -> "CFAMModel":
         """
-        clip_model = CLIPModel.from_pretrained(clip)
+        CFAM with its towers (and projections) from a CLIP checkpoint, role `clip`: a hub id such as
+        "openai/clip-vit-base-patch16", a local folder saved with `CLIPModel.save_pretrained`, or a loaded
+        `CLIPModel` (see `from_backbones`).
+
+        The tower sizes, `projection_dim`, `vocab_size` and `tokenizer_name` come from the checkpoint and
+        `embedding_batch_norm` is turned off (a from-scratch aid). The text position table is stretched to
+        `max_text_length` (`extend_text_positions`) and the square vision position grid is resized to the crop's
+        patch grid (`resize_position_table`, bicubic).
+        """
+        clip = checkpoints.get("clip")
+        if clip is None:
+            raise ValueError("CFAM.from_backbones needs the role clip (pass it, or set config.backbone_checkpoints)")
+        clip_model = clip if isinstance(clip, nn.Module) else CLIPModel.from_pretrained(clip)
         clip_config = clip_model.config
-        if config is None:
-            overrides = dict(
-                vision_config=clip_config.vision_config.to_dict(),
-                text_config=clip_config.text_config.to_dict(),
-                projection_dim=clip_config.projection_dim,
-                vocab_size=clip_config.text_config.vocab_size,
-                tokenizer_name=str(clip),
-                embedding_batch_norm=False,  # a from-scratch aid (tiny preset); pretrained towers do not need it
-            )
-            overrides.update(config_overrides)
-            config = CFAMConfig.from_preset(preset, **overrides)
-        elif config_overrides:
-            raise ValueError("pass either config or config overrides to from_backbones, not both")
-        checks = {
-            "vision hidden_size": (config.vision_config.hidden_size, clip_config.vision_config.hidden_size),
-            "text hidden_size": (config.text_config.hidden_size, clip_config.text_config.hidden_size),
-            "projection_dim": (config.projection_dim, clip_config.projection_dim),
-            "vocab_size": (config.vocab_size, clip_config.text_config.vocab_size),
-        }
-        for name, (ours, theirs) in checks.items():
-            if ours != theirs:
-                raise ValueError(f"config {name}={ours} does not match the CLIP checkpoint {clip!s} ({theirs})")
+        vision = clip_config.vision_config.to_dict()
+        text = clip_config.text_config.to_dict()
+        text["max_position_embeddings"] = config.max_text_length  # stretched below
+        config.vision_config = CLIPVisionConfig(**vision)
+        config.text_config = CLIPTextConfig(**text)
+        config.projection_dim = clip_config.projection_dim
+        config.vocab_size = clip_config.text_config.vocab_size
+        if not isinstance(clip, nn.Module):
+            config.tokenizer_name = str(clip)
+            config.backbone_checkpoints = {"clip": str(clip)}
+        config.embedding_batch_norm = False  # a from-scratch aid (tiny preset); pretrained towers do not need it
+        config.sync_text_config()
+        config.check()
 
         model = cls(config)
         vision_state = clip_model.vision_model.state_dict()

@@ -12,7 +12,6 @@ and text word tokens is hidden from attention in every training forward.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -417,57 +416,52 @@ class IVTModel(IVTPreTrainedModel):
 
     # -- initialization from pretrained backbones ----------------------------------------------------------------
 
-    @classmethod
-    def from_backbones(
-        cls,
-        vit: str | os.PathLike | nn.Module,
-        bert: str | os.PathLike | nn.Module,
-        config: IVTConfig | None = None,
-        **config_overrides,
-    ) -> "IVTModel":
-        """Initialize IVT from a pretrained ViT (`ViTModel`) and BERT (`BertModel`), as the paper does (§4.2: BERT
-        initializes the "txt" modules, the ImageNet ViT everything else).
+    backbone_preset = "base"
 
-        From ViT: patch embedding, class token, position embeddings (bilinearly interpolated to the config's grid,
-        e.g. 14x14 → 24x8), the shared LayerNorms and attention, the image MLPs and the final LayerNorm.
+    @classmethod
+    def _from_backbone_checkpoints(cls, config: IVTConfig, checkpoints: dict) -> "IVTModel":
+        """IVT from a pretrained ViT (`ViTModel`, role `vit`) and BERT (`BertModel`, role `bert`), as the paper does
+        (§4.2: BERT initializes the "txt" modules, the ImageNet ViT everything else); see `from_backbones`.
+
+        From ViT: patch embedding, class token, position embeddings (bilinearly resized to the config's grid, e.g.
+        14x14 → 24x8), the shared LayerNorms and attention, the image MLPs and the final LayerNorm.
         From BERT: word / position (first `max_text_length`) / token-type embeddings with their LayerNorm and the
         text MLPs (`intermediate.dense` → `fc1`, `output.dense` → `fc2`). The image type embedding starts at zero.
-
-        Args:
-            vit, bert: hub ids, local folders, or already loaded `ViTModel` / `BertModel`.
-            config: the IVT config; by default the `"base"` preset with the backbones' sizes (and
-                `tokenizer_name` = `bert` when it is a name), updated with `config_overrides`.
+        The block sizes, vocabulary and `tokenizer_name` (the `bert` name) come from the checkpoints.
         """
         from transformers import BertModel, ViTModel
 
+        missing = [role for role in ("vit", "bert") if checkpoints.get(role) is None]
+        if missing:
+            raise ValueError(
+                f"IVT.from_backbones needs both roles vit and bert; missing {', '.join(missing)} (pass it, or set "
+                "config.backbone_checkpoints)"
+            )
+        vit, bert = checkpoints["vit"], checkpoints["bert"]
+        names = {role: str(v) for role, v in checkpoints.items() if not isinstance(v, nn.Module)}
         if not isinstance(vit, nn.Module):
             vit = ViTModel.from_pretrained(vit, add_pooling_layer=False)
         if not isinstance(bert, nn.Module):
-            bert_name = str(bert)
             bert = BertModel.from_pretrained(bert, add_pooling_layer=False)
-        else:
-            bert_name = None
         vit_cfg, bert_cfg = vit.config, bert.config
-        if config is None:
-            vit_patch = vit_cfg.patch_size if isinstance(vit_cfg.patch_size, int) else vit_cfg.patch_size[0]
-            values = dict(
-                hidden_size=vit_cfg.hidden_size,
-                num_hidden_layers=vit_cfg.num_hidden_layers,
-                num_attention_heads=vit_cfg.num_attention_heads,
-                intermediate_size=vit_cfg.intermediate_size,
-                hidden_act=vit_cfg.hidden_act,
-                patch_size=vit_patch,
-                qkv_bias=vit_cfg.qkv_bias,
-                layer_norm_eps=vit_cfg.layer_norm_eps,
-                text_layer_norm_eps=bert_cfg.layer_norm_eps,
-                vocab_size=bert_cfg.vocab_size,
-                type_vocab_size=bert_cfg.type_vocab_size,
-                tokenizer_name=bert_name,
-            )
-            values.update(config_overrides)
-            config = IVTConfig.from_preset("base", **values)
-        elif config_overrides:
-            raise ValueError("pass either config or config overrides to from_backbones, not both")
+        config.hidden_size = vit_cfg.hidden_size
+        config.num_hidden_layers = vit_cfg.num_hidden_layers
+        config.num_attention_heads = vit_cfg.num_attention_heads
+        config.intermediate_size = vit_cfg.intermediate_size
+        config.hidden_act = vit_cfg.hidden_act
+        config.qkv_bias = vit_cfg.qkv_bias
+        config.layer_norm_eps = vit_cfg.layer_norm_eps
+        config.text_layer_norm_eps = bert_cfg.layer_norm_eps
+        config.vocab_size = bert_cfg.vocab_size
+        config.type_vocab_size = bert_cfg.type_vocab_size
+        patch = vit_cfg.patch_size if isinstance(vit_cfg.patch_size, int) else vit_cfg.patch_size[0]
+        if config.patch_stride == config.patch_size:
+            config.patch_stride = patch
+        config.patch_size = patch
+        if "bert" in names:
+            config.tokenizer_name = names["bert"]
+        config.backbone_checkpoints = names or None
+        config.check()
         _check_backbones(config, vit_cfg, bert_cfg)
 
         model = cls(config)

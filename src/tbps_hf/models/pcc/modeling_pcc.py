@@ -460,40 +460,34 @@ class PCCModel(PCCPreTrainedModel):
         )
 
     # ------------------------------------------------------------------ pretrained backbones
-    @classmethod
-    def from_backbones(
-        cls,
-        image: str | os.PathLike | None = None,
-        text: str | os.PathLike | None = None,
-        preset: str = "rn50-bert",
-        config: PCCConfig | None = None,
-        **config_overrides,
-    ) -> "PCCModel":
-        r"""
-        Build a PCC model whose towers are loaded from pretrained checkpoints (hub ids or local folders) and whose
-        new layers are freshly initialized.
+    backbone_preset = "rn50-bert"
 
-        Args:
-            image: a ResNet (`ResNetModel` / `ResNetForImageClassification`), ViT or CLIP checkpoint (a full CLIP
-                checkpoint gives its vision tower).
-            text: a BERT or CLIP checkpoint (CLIP: its text tower). Also becomes `config.tokenizer_name`.
-            preset / config / config_overrides: the config to start from; backbone configs, `vocab_size` and
-                `tokenizer_name` are replaced by those of the checkpoints.
+    @classmethod
+    def _from_backbone_checkpoints(cls, config: PCCConfig, checkpoints: dict) -> "PCCModel":
+        r"""
+        PCC whose towers are loaded from pretrained checkpoints and whose new layers are freshly initialized (see
+        `from_backbones`). Roles: `image` — a ResNet (`ResNetModel` / `ResNetForImageClassification`), ViT or CLIP
+        checkpoint (a full CLIP checkpoint gives its vision tower); `text` — a BERT or CLIP checkpoint (CLIP: its
+        text tower), which also becomes `config.tokenizer_name`. A role without a checkpoint keeps a random tower.
+        The backbone configs and `vocab_size` come from the checkpoints.
         """
-        config = config if config is not None else PCCConfig.from_preset(preset, **config_overrides)
+        image, text = checkpoints.get("image"), checkpoints.get("text")
         image_model = _load_backbone(image, "image") if image is not None else None
         text_model = _load_backbone(text, "text") if text is not None else None
         values = config.to_dict()
+        values["training_defaults"] = config.training_defaults
         if image_model is not None:
             values["vision_config"] = {**image_model.config.to_diff_dict(), "model_type": image_model.config.model_type}
         if text_model is not None:
             values["text_config"] = {**text_model.config.to_diff_dict(), "model_type": text_model.config.model_type}
             values["vocab_size"] = text_model.config.vocab_size
-            values["tokenizer_name"] = str(text)
+            values["tokenizer_name"] = None if isinstance(text, nn.Module) else str(text)
+        values["backbone_checkpoints"] = {
+            r: str(v) for r, v in checkpoints.items() if v is not None and not isinstance(v, nn.Module)
+        } or None
         for key in ("model_type", "transformers_version", "architectures"):
             values.pop(key, None)
-        config = PCCConfig(**values)
-        model = cls(config)
+        model = cls(PCCConfig(**values))
         if image_model is not None:
             model.image_backbone.load_state_dict(image_model.state_dict())
         if text_model is not None:
@@ -520,9 +514,12 @@ def _backbone_width(backbone_config, kind: str) -> int:
 
 
 def _load_backbone(name_or_path: str | os.PathLike, modality: str) -> nn.Module:
-    """Load an image or text tower from a hub id or folder, choosing the class from its config's model type."""
+    """Load an image or text tower from a hub id or folder, choosing the class from its config's model type (an
+    already loaded tower is returned as it is)."""
     from transformers import AutoConfig
 
+    if isinstance(name_or_path, nn.Module):
+        return name_or_path
     try:
         model_type = AutoConfig.from_pretrained(name_or_path).model_type
     except (OSError, ValueError) as error:
