@@ -83,3 +83,24 @@ def test_quickstart_writes_report_model_and_plots(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "What the numbers mean" in md and "Running on a real benchmark" in md
     assert "R@1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["verify", "--dataset", "rstpreid", "--data_dir", "{tmp}/nowhere"], "data_dir '{tmp}/nowhere' does not exist"),
+        (["export", "--dataset", "rstpreid", "--data_dir", "{tmp}/nowhere", "--out", "{tmp}/o"], "does not exist"),
+        (["evaluate", "--model", "{tmp}/nowhere", "--dataset", "ufine3c"], "does not exist; pass --model a folder"),
+        (["quickstart", "--model", "nope", "--out", "{tmp}/q"], "Unknown model 'nope'"),
+    ],
+    ids=["verify", "export", "evaluate", "quickstart"],
+)
+def test_every_command_reports_input_errors_in_one_style(argv, says, tmp_path, capsys, monkeypatch):
+    """One `tbps <command>: error: …` line (a multi-line message joined), exit status 1, no traceback."""
+    monkeypatch.delenv("TBPS_TRACEBACK", raising=False)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith(f"tbps {argv[0]}: error: "), err
+    assert says.replace("{tmp}", str(tmp_path)) in lines[0] and "Traceback" not in err

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional
 
 from datasets.exceptions import ManualDownloadError
 
+from ..errors import format_user_error
 from . import DATASET_NAMES
 
 _LOAD_ERRORS = (ManualDownloadError, ValueError, FileNotFoundError, TypeError, ImportError)
@@ -83,7 +85,9 @@ def run_export(args: argparse.Namespace) -> int:
         written = export_parquet(dataset_dict, args.out, max_shard_size=args.max_shard_size,
                                  pretty_name=args.dataset, other_splits=args.other_splits)
     except _LOAD_ERRORS as err:
-        print(f"tbps export: {err}", file=sys.stderr)
+        if os.environ.get("TBPS_TRACEBACK"):
+            raise
+        print(format_user_error("tbps export", err), file=sys.stderr)  # one line, as every command
         return 1
     for split, paths in written.items():
         print(f"{split}: {len(dataset_dict[split])} rows -> {len(paths)} file(s) in {args.out}/data")
@@ -108,7 +112,9 @@ def run_verify(args: argparse.Namespace) -> int:
     try:
         report = verify_dataset(args.dataset, _load(args))
     except _LOAD_ERRORS as err:
-        print(f"tbps verify: {err}", file=sys.stderr)
+        if os.environ.get("TBPS_TRACEBACK"):
+            raise
+        print(format_user_error("tbps verify", err), file=sys.stderr)  # one line, as every command
         return 1
     print(report)
     if args.json:
