@@ -104,3 +104,15 @@ def test_every_command_reports_input_errors_in_one_style(argv, says, tmp_path, c
     lines = [line for line in err.replace("\r", "\n").splitlines() if "error" in line.lower()]
     assert len(lines) == 1 and lines[0].startswith(f"tbps {argv[0]}: error: "), err
     assert says.replace("{tmp}", str(tmp_path)) in lines[0] and "Traceback" not in err
+
+
+def test_ctrl_c_is_one_line_with_the_sigint_status(capsys, monkeypatch):
+    import tbps_hf.data.cli as data_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("TBPS_TRACEBACK", raising=False)
+    monkeypatch.setattr(data_cli, "run_verify", interrupted)
+    assert main(["verify", "--dataset", "rstpreid", "--data_dir", "x"]) == 130
+    assert capsys.readouterr().err.strip() == "tbps verify: interrupted"
