@@ -216,3 +216,13 @@ def test_hub_ids_in_the_local_cache_are_used_offline(tmp_path):
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     word = next(v for k, v in state.items() if k.endswith("word_embeddings.weight"))
     assert torch.equal(word, bert.state_dict()["embeddings.word_embeddings.weight"])
+
+
+def test_a_tokenizer_that_cannot_be_had_is_reported_before_data_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    method = get_method("cfam")
+    config = method.config_class.from_preset("tiny", tokenizer_name="openai/clip-vit-base-patch16-uncached")
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")  # a CLIP folder saved without its tokenizer
+    with pytest.raises(BackboneUnavailableError, match=r"the tokenizer 'openai/clip-vit-base-patch16-uncached' cannot"):
+        check_backbones(config, {"clip": str(tmp_path / "clip")})

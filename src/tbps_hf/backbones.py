@@ -123,6 +123,14 @@ def check_backbones(config: Any, overrides: Mapping[str, str] | None = None, met
                 f"with --backbone_checkpoints '{{\"{role}\": \"/path/to/{role}\"}}', or train from random weights "
                 "with --init_backbones false"
             )
+    # the processor needs the tokenizer too: the text checkpoint's, else the config's (checked the same way)
+    tokenizer = text_checkpoint(checkpoints) or (getattr(config, "tokenizer_name", None) if checkpoints else None)
+    if tokenizer and not _has_tokenizer(tokenizer):
+        raise BackboneUnavailableError(
+            f"{method.name}: the tokenizer {tokenizer!r} cannot be loaded (no tokenizer files there or in the local hub "
+            "cache). Use a text checkpoint folder that holds its tokenizer, or set --config_overrides "
+            "'{\"tokenizer_name\": \"/path/to/tokenizer\"}'"
+        )
     return checkpoints
 
 
