@@ -14,12 +14,10 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoProcessor, BertTokenizer
 
 import tbps_hf  # noqa: F401
-from tbps_hf.models.ivt.configuration_ivt import IVTConfig
 from tbps_hf.models.ivt.convert_ivt_original_to_hf import ConversionError, convert
 
 HIDDEN, LAYERS, HEADS, MLP, TEXT_POSITIONS = 128, 2, 2, 256, 40
 WORDS = "a man woman in red blue black white coat shirt pants shoes bag carrying wearing with".split()
-HAS_STRIDE = "patch_stride" in getattr(IVTConfig, "__dataclass_fields__", {})
 
 
 def save_tokenizer(folder):
@@ -130,22 +128,18 @@ def reference_features(state, pixel_values, input_ids, attention_mask, stride, p
     return text, image
 
 
-@pytest.mark.parametrize(
-    "stride",
-    [
-        16,
-        pytest.param(12, marks=pytest.mark.skipif(not HAS_STRIDE, reason="IVTConfig.patch_stride not landed yet")),
-    ],
-)
+@pytest.mark.parametrize("stride", [16, 12])  # 12: the CUHK-PEDES / ICFG-PEDES releases' overlapping patches
 def test_release_checkpoint_converts_and_matches_the_original_forward(tmp_path, stride):
     tokenizer = save_tokenizer(tmp_path / "bert-base-uncased")
     state = official_state_dict(len(tokenizer), stride)
     save_release(tmp_path / "ivt_cuhk.pth", state)
     report = convert(tmp_path / "ivt_cuhk.pth", tmp_path / "ivt-cuhk", tokenizer=str(tmp_path / "bert-base-uncased"))
     assert report["patch_stride"] == stride and report["missing"] == []
+    assert report["grid"] == ([31, 10] if stride == 12 else [24, 8])
     assert sorted(report["ignored"])[0] == "bottleneck_img.bias" and "temp" in report["ignored"]
 
     model = AutoModel.from_pretrained(tmp_path / "ivt-cuhk").eval()
+    assert model.config.patch_stride == stride and model.config.backbone_checkpoints is None
     processor = AutoProcessor.from_pretrained(tmp_path / "ivt-cuhk")
     assert (processor.image_processor.size.height, processor.image_processor.size.width) == (384, 128) and processor.max_text_length == TEXT_POSITIONS
     assert list(processor.image_processor.image_mean) == [0.5, 0.5, 0.5]
