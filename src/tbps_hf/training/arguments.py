@@ -107,6 +107,11 @@ class TrainingArguments:
         default=None,
         metadata={"help": SCHEDULER_HELP + " (cosine, linear, constant_with_warmup, …; default: the preset's)."},
     )
+    lr_scheduler_kwargs: str | None = field(
+        default=None,
+        metadata={"help": 'JSON of the scheduler\'s own arguments, e.g. \'{"min_lr": 1e-6}\' for cosine_with_min_lr '
+                  "(default: the preset's)."},
+    )
     warmup_epochs: float | None = field(
         default=None, metadata={"help": "Linear warm-up length in epochs (default: the preset's)."}
     )

@@ -41,16 +41,14 @@ def check_model_arguments(method, model_args: ModelArguments) -> dict:
         if backbones:
             raise ValueError("--backbone_checkpoints applies to a fresh preset, not to --model_name_or_path")
         return overrides
+    from ..backbones import check_backbones, resolve_backbones
+
     config = method.config_class.from_preset(model_args.preset)  # unknown presets list the valid ones
     check_config_overrides(config, overrides)
+    config = method.config_class.from_preset(model_args.preset, **overrides)
+    resolve_backbones(method, config, backbones)  # unknown roles list the valid ones
     if model_args.init_backbones:
-        try:
-            from ..backbones import check_backbones
-        except ImportError:  # tbps_hf.backbones not present: presets carry no checkpoints to load yet
-            if backbones:
-                raise TrainingError("--backbone_checkpoints needs tbps_hf.backbones, which this install lacks") from None
-        else:
-            check_backbones(method.config_class.from_preset(model_args.preset, **overrides), backbones, method=method)
+        check_backbones(config, backbones, method=method)  # a missing checkpoint names the role and the ways out
     return overrides
 
 
@@ -95,10 +93,18 @@ def build_processor(method, model_args: ModelArguments, overrides: dict, pairs, 
         return AutoProcessor.from_pretrained(model_args.model_name_or_path)
     init_dir = output_dir / ".init_processor"
     if accelerator.is_main_process:
-        config = method.config_class.from_preset(model_args.preset, **overrides)
-        method.processor_class.from_config(config, captions=pairs.captions).save_pretrained(init_dir)
+        method.processor_class.from_config(_fresh_config(method, model_args, overrides), captions=pairs.captions
+                                           ).save_pretrained(init_dir)
     accelerator.wait_for_everyone()
     return AutoProcessor.from_pretrained(init_dir)
+
+
+def _fresh_config(method, model_args: ModelArguments, overrides: dict, **fields):
+    """The preset with its overrides, prepared for its backbones (the text backbone's tokenizer, resolved roles)."""
+    from ..backbones import prepare_config
+
+    config = method.config_class.from_preset(model_args.preset, **overrides, **fields)
+    return prepare_config(method, config, model_args.parsed_backbone_checkpoints(), init_backbones=model_args.init_backbones)
 
 
 def build_model(method, model_args: ModelArguments, overrides: dict, processor, pairs, args: TrainingArguments):
@@ -113,6 +119,8 @@ def build_model(method, model_args: ModelArguments, overrides: dict, processor, 
                 f"--model {model_args.model} but {model_args.model_name_or_path} holds a {model.config.model_type!r}"
             )
     else:
+        from ..backbones import build_model as build_with_backbones
+
         config = method.config_class.from_preset(
             model_args.preset,
             **{**overrides, "vocab_size": len(processor.tokenizer), "num_identities": pairs.num_identities},
@@ -120,17 +128,12 @@ def build_model(method, model_args: ModelArguments, overrides: dict, processor, 
         if config.tokenizer_name is not None:
             config.vocab_size = max(config.vocab_size, len(processor.tokenizer))
         set_seed(args.seed)  # seeded right here: data loading may consume the global RNG a variable amount
-        try:
-            from ..backbones import build_model as build_with_backbones
-        except ImportError:
-            model = method.model_class(config)
-        else:
-            model = build_with_backbones(
-                method, config, model_args.parsed_backbone_checkpoints(), init_backbones=model_args.init_backbones
-            )
+        model = build_with_backbones(
+            method, config, model_args.parsed_backbone_checkpoints(), init_backbones=model_args.init_backbones
+        )
     if args.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
-            raise TrainingError(f"{type(model).__name__} does not support --gradient_checkpointing yet")
+            raise TrainingError(f"{type(model).__name__} does not support --gradient_checkpointing")
         model.gradient_checkpointing_enable()
     if args.lora_r:
         model = apply_lora(model, args)

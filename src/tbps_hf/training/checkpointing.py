@@ -244,11 +244,14 @@ class CheckpointWriter:
                 run_id = json.loads((path / TRAINER_STATE).read_text()).get("run_id")
             except (OSError, ValueError):
                 continue  # not ours to judge: never delete what we cannot identify
-            if run_id == self.run_id and path != keep:
+            if run_id == self.run_id:
                 ours.append(path)
-        room = self.save_total_limit - (1 if keep is not None else 0)
-        for path in ours[: max(0, len(ours) - max(room, 1))]:
-            shutil.rmtree(path, ignore_errors=True)
+        kept = ours[-self.save_total_limit:]
+        if keep is not None and keep in ours and keep not in kept:  # the best stays, beside the newest
+            kept = ours[-max(self.save_total_limit - 1, 1):] + [keep]
+        for path in ours:
+            if path not in kept:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def save_final_model(model, processor, output_dir: Path, state_dict=None) -> None:

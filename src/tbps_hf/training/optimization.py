@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, _json_object
 from .errors import TrainingError
 
 # Schedules that need a metric or an external signal per step: they do not fit a loop stepped once per update.
@@ -43,6 +43,7 @@ class Hyperparameters:
     preset_epochs: float
     max_grad_norm: float
     optimizer: str
+    scheduler_kwargs: dict
 
     @classmethod
     def resolve(cls, args: TrainingArguments, defaults: dict) -> "Hyperparameters":
@@ -57,6 +58,11 @@ class Hyperparameters:
             preset_epochs=defaults.get("num_train_epochs", 10),
             max_grad_norm=_pick(args.max_grad_norm, defaults, "max_grad_norm", 0.0),
             optimizer=defaults.get("optimizer", "adamw"),
+            scheduler_kwargs=(
+                _json_object(args.lr_scheduler_kwargs, "--lr_scheduler_kwargs")
+                if args.lr_scheduler_kwargs is not None
+                else dict(defaults.get("lr_scheduler_kwargs") or {})
+            ),
         )
         if hp.scheduler not in scheduler_names():
             raise ValueError(f"--lr_scheduler_type {hp.scheduler!r} is not one of: {', '.join(scheduler_names())}")
@@ -103,13 +109,16 @@ def build_scheduler(
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     from transformers import get_scheduler
 
-    return get_scheduler(
-        hp.scheduler,
-        optimizer,
-        num_warmup_steps=warmup_steps,
-        num_training_steps=total_steps,
-        scheduler_specific_kwargs=defaults.get("lr_scheduler_kwargs"),
-    )
+    try:
+        return get_scheduler(
+            hp.scheduler,
+            optimizer,
+            num_warmup_steps=warmup_steps,
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs=hp.scheduler_kwargs or None,
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--lr_scheduler_type {hp.scheduler} with --lr_scheduler_kwargs {hp.scheduler_kwargs}: {err}") from None
 
 
 def total_training_steps(args: TrainingArguments, hp: Hyperparameters, steps_per_epoch: int) -> int:

@@ -453,7 +453,7 @@ class Trainer:
         path = self.output_dir / self.best["checkpoint"] / "model.safetensors"
         if not path.exists():
             raise TrainingError(f"the best checkpoint's weights {path} are gone; the final model was not replaced")
-        state = load_file(str(path), device=str(self.accelerator.device))
+        state = load_file(str(path))  # load_state_dict copies onto the model's device
         self.unwrapped.load_state_dict(state)
         logger.info("loaded the best model (%s %.2f at step %d)", self.best["metric"], self.best["value"], self.best["step"])
 
