@@ -79,3 +79,21 @@ def test_busy_port_is_named():
     check_port_free("127.0.0.1", None)
     with pytest.raises(PortInUseError, match="not a valid TCP port"):
         check_port_free("127.0.0.1", 70000)
+
+
+def test_an_error_from_a_dataloader_worker_keeps_its_own_message(tmp_path, capsys, monkeypatch):
+    """DataLoader re-raises a worker's error with the worker's traceback in the message: the line shows the cause."""
+    from PIL import Image
+
+    from tbps_hf.data.views import CachedImageError, LazyImages
+    from datasets import Dataset, Features, Image as ImageFeature
+
+    Image.new("RGB", (4, 8)).save(tmp_path / "a.png")
+    images = LazyImages(Dataset.from_dict({"image": [str(tmp_path / "a.png")]}, features=Features({"image": ImageFeature()})))
+    (tmp_path / "a.png").unlink()
+    loader = torch.utils.data.DataLoader(images, num_workers=1, collate_fn=lambda batch: batch)
+    monkeypatch.delenv("TBPS_TRACEBACK", raising=False)
+    assert report_user_errors("tbps train", lambda: next(iter(loader))) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"tbps train: error: image of row 0 ({tmp_path / 'a.png'}) no longer exists; restore")
+    assert "Traceback" not in line and issubclass(CachedImageError, TBPSUserError)

@@ -55,7 +55,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def format_user_error(prog: str, err: BaseException) -> str:
     """``prog: error: message`` on one line (a message of several lines is joined with ``" | "``)."""
-    message = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    text = str(err)
+    if "\nOriginal Traceback" in text:  # re-raised by a DataLoader worker: keep the worker's own message
+        last = [line for line in text.splitlines() if line.strip()][-1]  # "module.SomeError: message"
+        name, _, rest = last.partition(": ")
+        text = rest if rest and name.endswith(("Error", "Exception")) else last
+    message = " | ".join(line.strip() for line in text.splitlines() if line.strip())
     if not message:
         message = type(err).__name__
     elif isinstance(err, KeyError) and message.startswith(("'", '"')):  # KeyError quotes its message
