@@ -226,3 +226,35 @@ def test_a_tokenizer_that_cannot_be_had_is_reported_before_data_work(tmp_path, m
     (tmp_path / "clip" / "config.json").write_text("{}")  # a CLIP folder saved without its tokenizer
     with pytest.raises(BackboneUnavailableError, match=r"the tokenizer 'openai/clip-vit-base-patch16-uncached' cannot"):
         check_backbones(config, {"clip": str(tmp_path / "clip")})
+
+
+def test_paper_preset_with_every_role_pointed_at_local_folders(tmp_path):
+    """The default path of a paper preset (`ivt --preset base`), its checkpoints replaced by local folders: the tower
+    sizes come from the checkpoints, everything else from the preset, the tokenizer from the BERT folder."""
+    method = get_method("ivt")
+    bert, vocab_size = save_bert(tmp_path / "bert", positions=128)
+    vit = save_vit(tmp_path / "vit")
+    config = method.config_class.from_preset("base")
+    assert set(config.backbone_checkpoints) == {"vit", "bert"}  # the paper's ImageNet ViT and BERT by default
+    overrides = {"vit": str(tmp_path / "vit"), "bert": str(tmp_path / "bert")}
+    model = build_model(method, config, overrides)
+    assert model.config.hidden_size == 128 and model.config.image_size == (384, 128)  # sizes: checkpoint; crop: preset
+    assert model.config.vocab_size == vocab_size
+    vit_tensors = [v for k, v in vit.state_dict().items() if "position" not in k]
+    assert _holds(model, vit_tensors) and _holds(model, [bert.state_dict()["embeddings.word_embeddings.weight"]])
+    assert prepare_config(method, config, overrides).tokenizer_name == str(tmp_path / "bert")
+
+
+def test_readme_table_lists_every_paper_preset_default():
+    """The README's table of default backbones is the presets' own `backbone_checkpoints`."""
+    from pathlib import Path
+
+    from tbps_hf.models import method_names
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in method_names():
+        method = get_method(name)
+        for preset in method.config_class.preset_names():
+            for role, checkpoint in (method.config_class.from_preset(preset).backbone_checkpoints or {}).items():
+                row = next((line for line in readme.splitlines() if line.startswith(f"| {name} |") and f"`{preset}`" in line), "")
+                assert f"`{role}`: " in row and checkpoint in row, (name, preset, role, checkpoint)
