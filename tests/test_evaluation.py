@@ -388,3 +388,18 @@ def test_tbps_evaluate_with_ivt_tiny(tmp_path, capsys):
     assert metrics["files"]["attention_maps"] == str(out / "attention_maps.png")
     with Image.open(out / "attention_maps.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_dataset_options_reach_procpedes(tmp_path, capsys):
+    """`--dataset_options` (a small ProcPEDES here); `--rebuild_cache` does not apply to a generated dataset."""
+    save_tiny_pretrained(tmp_path / "model")
+    small = json.dumps({"num_train_identities": 4, "num_test_identities": 3, "num_test_3c_identities": 3,
+                        "images_per_identity": 2})
+    common = ["evaluate", "--model", str(tmp_path / "model"), "--dataset", "procpedes", "--dataset_options", small,
+              "--device", "cpu", "--cache_dir", str(tmp_path / "c"), "--no_progress"]
+    code, printed, err = tbps(common + ["--split", "test_3c"], capsys)
+    assert code == 0, err
+    assert "procpedes / test_3c" in printed and "granularity=" in printed
+    assert printed.strip().splitlines()[-1].endswith("6 gallery images")  # 3 identities x 2 images: the options held
+    code, _, err = tbps(common + ["--rebuild_cache"], capsys)
+    assert code == 1 and "download_mode does not apply" in one_error_line(err)
