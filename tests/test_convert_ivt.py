@@ -252,3 +252,28 @@ def test_readme_convert_then_push_commands(tmp_path, monkeypatch):
     (repo_id, files), = commits
     assert repo_id == "my-org/ivt-cuhk"
     assert {"model.safetensors", "config.json", "README.md", "conversion_report.json", "tokenizer_config.json"} <= set(files)
+
+
+@pytest.mark.slow
+def test_converted_model_evaluates_by_hub_id_offline(tmp_path):
+    """The whole loop: a release converted, published (here: laid out in a hub cache), then
+    `tbps evaluate --model org/name` with HF_HUB_OFFLINE=1."""
+    import os
+
+    from test_hub import populate_hub_cache
+
+    tokenizer = save_tokenizer(tmp_path / "tok")
+    save_release(tmp_path / "ivt.pth", official_state_dict(len(tokenizer), 12))
+    convert(tmp_path / "ivt.pth", tmp_path / "ivt-cuhk", tokenizer=str(tmp_path / "tok"))
+    populate_hub_cache(tmp_path / "hub", "my-org/ivt-cuhk", tmp_path / "ivt-cuhk")
+    small = {"num_train_identities": 4, "num_test_identities": 6, "num_test_3c_identities": 4, "images_per_identity": 2}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tbps_hf.cli", "evaluate", "--model", "my-org/ivt-cuhk", "--dataset", "procpedes",
+         "--dataset_options", json.dumps(small), "--cache_dir", str(tmp_path / "data"), "--output_dir",
+         str(tmp_path / "eval"), "--no_progress"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(next((tmp_path / "eval").rglob("metrics.json")).read_text())
+    assert 0 <= metrics["overall"]["R@1"] <= 100 and math.isfinite(metrics["overall"]["mAP"])
