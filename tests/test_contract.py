@@ -342,3 +342,15 @@ def test_a_method_defined_outside_the_package_trains_evaluates_and_gets_a_card(t
     assert 0 <= overall["R@1"] <= 100 and overall["num_queries"] > 0
     card = (out / "README.md").read_text()
     assert "Toy" in card and "(defined in tests/test_contract.py)" in card
+
+
+def test_the_command_line_help_imports_no_model():
+    """`tbps --help` lists the methods from the registry without importing torch, transformers or any method (the
+    methods register with the Auto classes on transformers' first lookup instead)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tbps_hf, tbps_hf.cli; tbps_hf.cli.build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'tbps_hf.models.ivt') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
