@@ -54,7 +54,7 @@ def build_initial_models(args, out: Path, minilm: Path, num_identities: int) -> 
 
     method = get_method("pcc")
     config = method.config_class.from_preset(
-        "tiny", num_identities=num_identities, text_backbone_lr_scale=args.text_lr_scale,
+        "tiny", num_identities=num_identities, lr_multipliers={"text_backbone": args.text_lr_scale},
         max_text_length=args.max_text_length, freeze_text_backbone=not args.train_text,
     )
     checkpoints = {"text": str(minilm)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ModelArguments:
-    model: str = field(default="ivt", metadata={"help": "Method to train: one of the registered models (ivt, pcc, cfam)."})
+    model: str = field(default="ivt", metadata={"help": "Method to train: a registered model (`tbps --help` lists them)."})
     preset: str = field(
         default="tiny",
         metadata={"help": "Config preset of the method: 'tiny' (CPU, seconds) or a paper preset (e.g. ivt: base)."},
