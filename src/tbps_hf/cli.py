@@ -6,6 +6,8 @@
     tbps export --dataset NAME --data_dir D --out O     Parquet with embedded images, for the hub
     tbps verify --dataset NAME --data_dir D             compare split sizes with the published ones
     tbps demo --model DIR --gallery FOLDER              Gradio search over a folder of person crops
+    tbps convert --model ivt --checkpoint F --output_dir D   an authors' release → a model folder
+    tbps push --model DIR | --metric NAME | --dataset DIR --repo_id ORG/NAME   one commit to the hub
 
 Each subcommand's module is imported only when it runs, so `tbps --help` stays fast. Errors caused by the input
 print one `tbps <command>: error: …` line and exit with status 1 (`TBPS_TRACEBACK=1` shows the traceback).
