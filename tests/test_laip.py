@@ -589,7 +589,7 @@ def test_converter_maps_albef_layouts(tmp_path, bert_tokenizer_dir, pretraining)
     state = _albef_state(config, pretraining)
     path = tmp_path / "albef.pth"
     torch.save({"model": state, "epoch": 3}, path, _use_new_zipfile_serialization=False)  # legacy serialization
-    model = convert(path, tmp_path / "out", tokenizer=str(bert_tokenizer_dir), config_overrides=dict(CONVERT_OVERRIDES))
+    report = convert(path, tmp_path / "out", tokenizer=str(bert_tokenizer_dir), config_overrides=dict(CONVERT_OVERRIDES))
     loaded = AutoModel.from_pretrained(tmp_path / "out")
     AutoProcessor.from_pretrained(tmp_path / "out")
     bert = "text_encoder.bert." if pretraining else "text_encoder."
@@ -605,8 +605,11 @@ def test_converter_maps_albef_layouts(tmp_path, bert_tokenizer_dir, pretraining)
     if pretraining:
         assert torch.equal(ours["mlm_head.predictions.transform.dense.weight"], state["text_encoder.cls.predictions.transform.dense.weight"])
     assert loaded.mlm_head.predictions.decoder.weight is loaded.text_encoder.embeddings.word_embeddings.weight
-    assert json.loads((tmp_path / "out" / "conversion.json").read_text())["text_prefix"] == bert
-    assert model.config.is_cross_encoder
+    saved = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
+    assert saved == report and report["text_prefix"] == bert and report["grid"] == [8, 4]
+    assert any(k.startswith("visual_encoder_m.") for k in report["dropped"]) and "image_queue" in report["dropped"]
+    assert bool(report["missing"]) == (not pretraining)  # a retrieval checkpoint has no MLM head
+    assert (tmp_path / "out" / "README.md").exists() and loaded.config.is_cross_encoder
 
 
 def test_converter_refuses_other_layouts(tmp_path, bert_tokenizer_dir):
@@ -647,3 +650,95 @@ def test_albef_b16_forward_on_cpu():
     out = model(**batch)
     assert torch.isfinite(out.loss) and out.loss_bidiratt is not None and out.loss_mpm is not None
     assert out.text_embeds.shape == (2, 256)
+
+
+# ------------------------------------------------------------------------------------------------ training loop
+
+SMALL = {"num_train_identities": 24, "num_test_identities": 8, "num_test_3c_identities": 8, "images_per_identity": 2}
+
+
+def _loop_reports_progress() -> bool:
+    import inspect
+
+    from tbps_hf.training import trainer
+
+    source = inspect.getsource(trainer)
+    return "set_training_progress" in source and "training_state_dict" in source
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _train_args(out, cache_dir, **training):
+    from tbps_hf.training import DataArguments, ModelArguments, TrainingArguments
+
+    training.setdefault("max_steps", 6)
+    # stage 1 for steps 0-2, stage 2 from step 3; a small queue that wraps within the run
+    overrides = json.dumps({"stage_one_fraction": 0.5, "queue_size": 24, "max_phrases_per_caption": 1})
+    return (
+        ModelArguments(model="laip", preset="tiny", config_overrides=overrides),
+        DataArguments(dataset="procpedes", cache_dir=cache_dir, dataset_options=json.dumps(SMALL), eval_split="none"),
+        TrainingArguments(output_dir=str(out), report_to="none", logging_steps=1, per_device_train_batch_size=8,
+                          images_per_identity=2, **training),  # fmt: skip
+    )
+
+
+@pytest.mark.skipif(not _loop_reports_progress(), reason="the training loop does not call the training hooks yet")
+def test_resume_across_the_stage_boundary_equals_the_uninterrupted_run(tmp_path, fresh_accelerate_state):
+    from safetensors.torch import load_file
+
+    from tbps_hf.training import train
+
+    cache = str(tmp_path / "cache")
+    stages = {}
+
+    def record(step, logs):
+        stages[step] = logs
+
+    train(*_train_args(tmp_path / "straight", cache), step_callback=record)
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, logs):
+        if step == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(*_train_args(tmp_path / "resumed", cache, save_steps=2), step_callback=crash)
+    train(*_train_args(tmp_path / "resumed", cache, save_steps=2, resume_from_checkpoint="latest"))
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    # stage 1 (ITC + ITM) for the first half of the steps, then every loss
+    assert all("loss_mpm" not in stages[s] and "loss_itm" in stages[s] for s in (1, 2, 3))
+    assert all("loss_mpm" in stages[s] and "loss_bidiratt" in stages[s] for s in (4, 5, 6))
+
+
+def test_tbps_convert_cli_with_laip(tmp_path, bert_tokenizer_dir, capsys):
+    from tbps_hf.cli import main
+
+    config = LAIPConfig.from_preset(
+        "tiny", vocab_size=40, vision_num_hidden_layers=2, num_text_layers=2, num_fusion_layers=2,
+        vision_num_attention_heads=4, bidiratt_layer=0, max_position_embeddings=64, patch_size=8,
+    )  # fmt: skip
+    torch.save({"model": _albef_state(config, False)}, tmp_path / "mscoco.pth", _use_new_zipfile_serialization=False)
+    code = main([
+        "convert", "--model", "laip", "--checkpoint", str(tmp_path / "mscoco.pth"), "--output_dir", str(tmp_path / "m"),
+        "--tokenizer", str(bert_tokenizer_dir), "--config_overrides", json.dumps(CONVERT_OVERRIDES),
+    ])  # fmt: skip
+    assert code == 0 and "converted" in capsys.readouterr().out
+    assert type(AutoModel.from_pretrained(tmp_path / "m")) is LAIPModel
+    torch.save({"model": {"visual_encoder.cls_token": torch.zeros(1)}}, tmp_path / "bad.pth")
+    code = main(["convert", "--model", "laip", "--checkpoint", str(tmp_path / "bad.pth"), "--output_dir", str(tmp_path / "b")])
+    assert code == 1 and "not an ALBEF" in capsys.readouterr().err

@@ -20,6 +20,7 @@ error naming them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,13 +31,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ...errors import TBPSUserError
+
+SOURCE_REPO = "salesforce/ALBEF"
+SOURCE_LICENSE = "bsd-3-clause"
+
 DROPPED = re.compile(
     r"(^|\.)\w+_m\.|^(image_queue|text_queue|idx_queue|queue_ptr)$|position_ids$|(^|\.)pooler\.|^(prd_head|mrtd_head)\."
 )
 
 
-class CheckpointLayoutError(ValueError):
-    """The checkpoint is not in ALBEF's / RaSa's layout."""
+class CheckpointLayoutError(TBPSUserError, ValueError):
+    """The checkpoint is not in ALBEF's / RaSa's layout (unreadable, other keys, missing keys, other shapes)."""
 
 
 def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
@@ -185,8 +191,11 @@ def convert(
             (e.g. `{"image_size": [384, 384]}`).
 
     Returns:
-        The converted `LAIPModel`.
+        The conversion report (also written to `conversion_report.json`): `{"checkpoint", "sha256", "source",
+        "text_prefix", "dropped", "missing", "grid"}` (`dropped`: momentum copies, queues … not kept; `missing`: LAIP
+        weights the file lacks, i.e. the MLM head of a retrieval checkpoint, left at their initialization).
     """
+    from ...model_card import write_model_card
     from .configuration_laip import LAIPConfig
     from .modeling_laip import LAIPModel
     from .processing_laip import LAIPProcessor
@@ -236,10 +245,34 @@ def convert(
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    (output_dir / "conversion.json").write_text(
-        json.dumps({"source": str(checkpoint), "text_prefix": _text_prefix(state), "keys": len(converted)}, indent=2)
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    dropped = sorted(k for k in state if DROPPED.search(k))
+    report = {
+        "checkpoint": Path(checkpoint).name,
+        "sha256": digest,
+        "source": f"https://github.com/{SOURCE_REPO}",
+        "text_prefix": _text_prefix(state),
+        "dropped": dropped,
+        "missing": sorted(k for k in optional if k not in converted),
+        "grid": list(config.grid_size),
+    }
+    (output_dir / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_model_card(
+        output_dir,
+        "laip",
+        preset="converted",
+        dataset=None,
+        model_name=f"laip-{Path(checkpoint).stem}",
+        source=(
+            f"converted from an ALBEF-layout release ([{SOURCE_REPO}](https://github.com/{SOURCE_REPO}), BSD-3-Clause; "
+            f"RaSa checkpoints share the layout), file `{Path(checkpoint).name}` (sha256 `{digest[:16]}…`) with "
+            f"`tbps convert --model laip`. Position table resized to {config.grid_size[0]}x{config.grid_size[1]} "
+            f"patches at {config.image_size[0]}x{config.image_size[1]}; momentum copies and queues "
+            f"({len(dropped)} tensors) are not kept."
+        ),
+        license=SOURCE_LICENSE,
     )
-    return model
+    return report
 
 
 __all__ = ["convert", "convert_state_dict", "infer_config_values", "load_original_state_dict", "resize_position_embeddings", "CheckpointLayoutError"]
