@@ -180,6 +180,15 @@ def _gather_all(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(chunks)
 
 
+def _trim_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor, *others: torch.Tensor | None):
+    """Cut right padding beyond the batch's longest row. Padded positions are masked as keys everywhere and never
+    read, so every output at a real position is unchanged; the text and fusion passes just get shorter."""
+    length = max(1, int(attention_mask.sum(dim=1).max())) if attention_mask.numel() else input_ids.shape[1]
+    if length >= input_ids.shape[1] or bool(attention_mask[:, length:].any()):
+        return (input_ids, attention_mask, *others)
+    return (input_ids[:, :length], attention_mask[:, :length], *(o[:, :length] if o is not None else None for o in others))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Loss pieces (pure functions, tested one by one)
 # ----------------------------------------------------------------------------------------------------------------
@@ -486,6 +495,7 @@ class LAIPModel(LAIPPreTrainedModel):
         """`input_ids [T, L]` → `LAIPTextFeatures` (ITC embeddings `[T, embed_dim]` + text-encoder states)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = _trim_padding(input_ids, attention_mask)
         hidden = self._text_hidden(input_ids, attention_mask)
         embeds = self._text_embed(hidden)
         # Padding positions are zeroed and every batch is padded to `max_text_length`, so features of batches padded
@@ -660,6 +670,11 @@ class LAIPModel(LAIPPreTrainedModel):
             raise ValueError("LAIP's forward needs input_ids and pixel_values")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        input_ids, attention_mask = _trim_padding(input_ids, attention_mask)
+        if phrase_input_ids is not None and phrase_input_ids.shape[0] and phrase_attention_mask is not None:
+            phrase_input_ids, phrase_attention_mask, phrase_labels = _trim_padding(
+                phrase_input_ids, phrase_attention_mask, phrase_labels
+            )
         image_hidden = self._image_hidden(pixel_values)
         text_hidden = self._text_hidden(input_ids, attention_mask)
         image_feat, text_feat = self._image_embed(image_hidden), self._text_embed(text_hidden)
