@@ -44,6 +44,10 @@ class LAIPConfig(TBPSConfig):
     hidden_act (`str`): activation of every MLP.
     initializer_range (`float`): std of the normal initializer (random init only).
     embed_dim (`int`): ITC projection size (ALBEF `embed_dim: 256`; the paper's value is lost — stand-in).
+    embedding_batch_norm (`bool`): not in the paper (off in `albef-b16`, on in `tiny`): a BatchNorm1d after each ITC
+        projection (online and momentum). From random init every [CLS] points the same way and ITC sits at its
+        uniform value; centring per batch removes the shared direction (IVT's, PCC's and CFAM's tiny presets
+        measured the same collapse). Pretrained ALBEF weights do not need it.
 
     Global alignment
     temp (`float`): initial learnable ITC temperature (ALBEF 0.07; lost — stand-in), clamped to [0.001, 0.5].
@@ -150,6 +154,7 @@ class LAIPConfig(TBPSConfig):
             max_position_embeddings=64,
             tokenizer_name=None,
             embed_dim=64,
+            embedding_batch_norm=True,
             temp=0.07,
             momentum=0.995,
             queue_size=1024,
@@ -198,6 +203,7 @@ class LAIPConfig(TBPSConfig):
     hidden_act: str = "gelu"
     initializer_range: float = 0.02
     embed_dim: int = 256
+    embedding_batch_norm: bool = False
     temp: float = 0.07
     momentum: float = 0.995
     queue_size: int = 65536

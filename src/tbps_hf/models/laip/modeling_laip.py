@@ -134,6 +134,8 @@ class LAIPMomentumState(nn.Module):
         self.vision_proj = copy.deepcopy(model.vision_proj)
         self.text_encoder = copy.deepcopy(model.text_encoder)
         self.text_proj = copy.deepcopy(model.text_proj)
+        self.vision_embed_norm = copy.deepcopy(model.vision_embed_norm)
+        self.text_embed_norm = copy.deepcopy(model.text_embed_norm)
         self.requires_grad_(False)
         device = model.vision_proj.weight.device
         self.register_buffer("image_queue", torch.zeros(config.queue_size, config.embed_dim, device=device))
@@ -147,7 +149,9 @@ class LAIPMomentumState(nn.Module):
             (model.vision_proj, self.vision_proj),
             (model.text_encoder, self.text_encoder),
             (model.text_proj, self.text_proj),
-        ]
+            *(((model.vision_embed_norm, self.vision_embed_norm), (model.text_embed_norm, self.text_embed_norm))
+              if model.vision_embed_norm is not None else ()),
+        ]  # fmt: skip
 
     @torch.no_grad()
     def update(self, model: "LAIPModel", momentum: float) -> None:
@@ -278,7 +282,7 @@ class LAIPPreTrainedModel(TBPSPreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif type(module).__name__ == "ViTEmbeddings":
@@ -315,6 +319,9 @@ class LAIPModel(LAIPPreTrainedModel):
         self.fusion_layers = nn.ModuleList(BlipTextLayer(fusion_config, i) for i in range(config.num_fusion_layers))
         self.vision_proj = nn.Linear(config.vision_hidden_size, config.embed_dim)
         self.text_proj = nn.Linear(config.hidden_size, config.embed_dim)
+        # opt-in, not in the paper (see LAIPConfig.embedding_batch_norm)
+        self.vision_embed_norm = nn.BatchNorm1d(config.embed_dim) if config.embedding_batch_norm else None
+        self.text_embed_norm = nn.BatchNorm1d(config.embed_dim) if config.embedding_batch_norm else None
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.mlm_head = BertOnlyMLMHead(config.bert_config())
         self.temp = nn.Parameter(torch.tensor(float(config.temp)))
@@ -417,12 +424,20 @@ class LAIPModel(LAIPPreTrainedModel):
         return tower(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def _image_embed(self, hidden: torch.Tensor, momentum: bool = False) -> torch.Tensor:
-        proj = self.momentum_state.vision_proj if momentum else self.vision_proj
-        return F.normalize(proj(hidden[:, 0]).float(), dim=-1)
+        owner = self.momentum_state if momentum else self
+        return self._project(hidden[:, 0], owner.vision_proj, owner.vision_embed_norm)
 
     def _text_embed(self, hidden: torch.Tensor, momentum: bool = False) -> torch.Tensor:
-        proj = self.momentum_state.text_proj if momentum else self.text_proj
-        return F.normalize(proj(hidden[:, 0]).float(), dim=-1)
+        owner = self.momentum_state if momentum else self
+        return self._project(hidden[:, 0], owner.text_proj, owner.text_embed_norm)
+
+    @staticmethod
+    def _project(features: torch.Tensor, proj: nn.Linear, norm: nn.BatchNorm1d | None) -> torch.Tensor:
+        """ITC projection (Eq. 9/15's W): linear, the opt-in BatchNorm, L2 normalization."""
+        projected = proj(features)
+        if norm is not None and not (norm.training and projected.shape[0] < 2):
+            projected = norm(projected)
+        return F.normalize(projected.float(), dim=-1)
 
     def fusion(
         self,
@@ -569,9 +584,13 @@ class LAIPModel(LAIPPreTrainedModel):
             for p in range(0, pairs.shape[0], pair_batch_size):
                 chunk = pairs[p : p + pair_batch_size]
                 rows = flat_texts[chunk]
+                # text features are padded to max_text_length; the pairs of a chunk only need their longest caption
+                _, text_mask, text_hidden = _trim_padding(
+                    text_inputs.attention_mask[rows], text_inputs.attention_mask[rows], text_inputs.hidden_states[rows]
+                )
                 hidden, _ = self.fusion(
-                    text_inputs.hidden_states[rows],
-                    text_inputs.attention_mask[rows],
+                    text_hidden,
+                    text_mask,
                     image_key_values=key_values,
                     image_index=position[flat_images[chunk]],
                 )
@@ -812,7 +831,7 @@ class LAIPModel(LAIPPreTrainedModel):
                 grad = torch.autograd.grad(score, cross, retain_graph=True)[0]
                 weights, _, _ = bidirectional_weights(cross[:, :, 0, 1:], grad[:, :, 0, 1:])
                 weighted = (weights.unsqueeze(-1).to(image_rows.dtype) * image_rows[:, 1:]).sum(dim=1)
-                image_local = F.normalize(self.vision_proj(weighted).float(), dim=-1)
+                image_local = self._project(weighted, self.vision_proj, self.vision_embed_norm)
                 phrase_local = self._text_embed(phrase_hidden)
                 sim = image_local @ phrase_local.t() / self.temp.float()
                 targets = identity_targets(ids[index], ids[index])
