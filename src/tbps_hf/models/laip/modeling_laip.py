@@ -311,6 +311,10 @@ class LAIPModel(LAIPPreTrainedModel):
     ```
     """
 
+    # Module names PEFT LoRA targets: the query/value projections of ViT (q_proj, v_proj) and of the BERT text and
+    # fusion layers (self- and cross-attention: query, value).
+    lora_target_modules = ["q_proj", "v_proj", "query", "value"]
+
     def __init__(self, config: LAIPConfig):
         super().__init__(config)
         self.vision_model = ViTModel(config.vit_config(), add_pooling_layer=False)
