@@ -3,9 +3,11 @@ Correspondence", ECCV 2024)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ...configuration_utils import TBPSConfig
@@ -24,11 +26,11 @@ class PCCConfig(TBPSConfig):
     Configuration of [`PCCModel`]. Besides the [`TBPSConfig`] fields (`image_size`, `vocab_size`,
     `max_text_length`, `num_identities`, …):
 
-    vision_config (`dict`): config of the image backbone as a dict with `model_type` ∈ {"resnet", "vit",
-        "clip_vision_model"} (the transformers config of `ResNetModel` / `ViTModel` / `CLIPVisionModel`). Called
-        `image_config` in the first release (still read, with a deprecation warning).
-    text_config (`dict`): config of the text backbone, `model_type` ∈ {"bert", "clip_text_model"}. Its
-        `vocab_size` is always taken from the top-level `vocab_size`.
+    vision_config (`PreTrainedConfig` or `dict` with `model_type`): the image tower's transformers config (a
+        sub-config), `model_type` ∈ {"resnet", "vit", "clip_vision_model"} (`ResNetModel` / `ViTModel` /
+        `CLIPVisionModel`). Called `image_config` in the first release (still read, with a deprecation warning).
+    text_config (`PreTrainedConfig` or `dict` with `model_type`): the text tower's, `model_type` ∈ {"bert",
+        "clip_text_model"}. Its `vocab_size` is always taken from the top-level `vocab_size`.
     hidden_size (`int`): width `d` shared by g, C, F: backbone features are projected to it by one linear layer
         per modality (the paper writes V and T with the same `d` but does not say how ResNet's 2048 channels meet
         BERT's 768; a frozen BERT also needs a trainable layer for g_t to learn at all).
@@ -69,8 +71,10 @@ class PCCConfig(TBPSConfig):
         "text_backbone_lr_scale": "lr_multipliers",
     }
 
-    vision_config: dict | None = None
-    text_config: dict | None = None
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
     hidden_size: int = 768
     num_attention_heads: int = 12
     attention_dropout: float | int = 0.0
@@ -92,9 +96,10 @@ class PCCConfig(TBPSConfig):
             self.vision_config = self.preset_data("rn50-bert")["config"]["vision_config"]
         if self.text_config is None:
             self.text_config = self.preset_data("rn50-bert")["config"]["text_config"]
-        self.text_config = _plain_dict(self.text_config, "text_config")
+        self.text_config = _tower_config(self.text_config, "text_config", TEXT_BACKBONES)
         if self.vision_config is not None:
-            self.vision_config = _plain_dict(self.vision_config, "vision_config")
+            self.vision_config = _tower_config(self.vision_config, "vision_config", IMAGE_BACKBONES)
+        self.text_config.vocab_size = self.vocab_size
         # Eq. 14 sums 1 + D + P cosines; keep the declared range in step with the ablation switches.
         n = 1 + self.num_coarse_tokens * bool(self.use_coarse) + self.num_fine_parts * bool(self.use_fine)
         kwargs.pop("similarity_range", None)
@@ -103,19 +108,14 @@ class PCCConfig(TBPSConfig):
 
     def _rename_deprecated(self, old: str, new: str, value: Any) -> None:
         if old == "image_config":
-            self.vision_config = _plain_dict(value, "image_config")
+            self.vision_config = _tower_config(value, "image_config", IMAGE_BACKBONES)
         elif float(value) != 1.0:  # image_ / text_backbone_lr_scale
             self.lr_multipliers = {**(self.lr_multipliers or {}), old.replace("_lr_scale", ""): float(value)}
 
     def validate_backbones(self):
-        if self.vision_config.get("model_type") not in IMAGE_BACKBONES:
-            raise ValueError(
-                f"vision_config['model_type'] must be one of {IMAGE_BACKBONES}, got {self.vision_config.get('model_type')!r}"
-            )
-        if self.text_config.get("model_type") not in TEXT_BACKBONES:
-            raise ValueError(
-                f"text_config['model_type'] must be one of {TEXT_BACKBONES}, got {self.text_config.get('model_type')!r}"
-            )
+        for name, allowed in (("vision_config", IMAGE_BACKBONES), ("text_config", TEXT_BACKBONES)):
+            if getattr(self, name).model_type not in allowed:
+                raise ValueError(f"{name} model_type must be one of {allowed}, got {getattr(self, name).model_type!r}")
 
     def validate_heads_and_parts(self):
         if self.hidden_size % self.num_attention_heads:
@@ -127,14 +127,16 @@ class PCCConfig(TBPSConfig):
         if self.ranking_reduction not in ("sum", "mean"):
             raise ValueError(f"ranking_reduction must be 'sum' or 'mean', got {self.ranking_reduction!r}")
 
+    def to_dict(self) -> dict[str, Any]:
+        self.text_config.vocab_size = self.vocab_size  # the caller may set vocab_size after training a tokenizer
+        return super().to_dict()
+
     def backbone_config(self, which: str):
-        """The transformers config of the ``"image"`` or ``"text"`` backbone (text: ``vocab_size`` from here)."""
-        values = dict(self.vision_config if which == "image" else self.text_config)
-        model_type = values.pop("model_type")
-        values.pop("transformers_version", None)
+        """A copy of the ``"image"`` or ``"text"`` tower's transformers config (text: ``vocab_size`` from here)."""
+        tower = copy.deepcopy(self.vision_config if which == "image" else self.text_config)
         if which == "text":
-            values["vocab_size"] = self.vocab_size
-        return CONFIG_MAPPING[model_type](**values)
+            tower.vocab_size = self.vocab_size
+        return tower
 
     @property
     def num_embeddings(self) -> int:
@@ -142,12 +144,18 @@ class PCCConfig(TBPSConfig):
         return 1 + self.num_coarse_tokens + self.num_fine_parts
 
 
-def _plain_dict(value: Any, name: str) -> dict:
-    if hasattr(value, "to_diff_dict"):  # a transformers config object
-        value = {**value.to_diff_dict(), "model_type": value.model_type}
+def _tower_config(value: Any, name: str, allowed: tuple[str, ...]) -> PreTrainedConfig:
+    """A tower's transformers config from a config object or a dict with `model_type` (presets, config.json)."""
+    if isinstance(value, PreTrainedConfig):
+        return value
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict (or a transformers config), got {type(value).__name__}")
-    return dict(value)
+    values = dict(value)
+    model_type = values.pop("model_type", None)
+    values.pop("transformers_version", None)
+    if model_type not in allowed:
+        raise ValueError(f"{name} model_type must be one of {allowed}, got {model_type!r}")
+    return CONFIG_MAPPING[model_type](**values)
 
 
 __all__ = ["PCCConfig"]

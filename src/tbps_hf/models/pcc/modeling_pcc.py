@@ -143,14 +143,14 @@ def _feature_grid(config: PCCConfig) -> tuple[int, int]:
     """Spatial grid (h, w) of the image backbone's last feature map for `config.image_size`."""
     height, width = config.image_size
     image = config.vision_config
-    if image["model_type"] == "resnet":
+    if image.model_type == "resnet":
         backbone = config.backbone_config("image")
         # stem: 7x7 conv stride 2 + 3x3 max-pool stride 2; then every stage but the first halves (ceil) the map
         strides = 2 + len(backbone.depths) - (0 if backbone.downsample_in_first_stage else 1)
         for _ in range(strides):
             height, width = math.ceil(height / 2), math.ceil(width / 2)
         return height, width
-    patch = int(image.get("patch_size", 16))
+    patch = int(image.patch_size)
     return height // patch, width // patch
 
 
@@ -199,8 +199,8 @@ class PCCModel(PCCPreTrainedModel):
 
     def __init__(self, config: PCCConfig):
         super().__init__(config)
-        self.image_backbone = _build_backbone(self._tower_config("image"), config.vision_config["model_type"])
-        self.text_backbone = _build_backbone(self._tower_config("text"), config.text_config["model_type"])
+        self.image_backbone = _build_backbone(self._tower_config("image"), config.vision_config.model_type)
+        self.text_backbone = _build_backbone(self._tower_config("text"), config.text_config.model_type)
         text_positions = getattr(self.text_backbone.config, "max_position_embeddings", None)
         if text_positions is not None and config.max_text_length > text_positions:
             raise ValueError(
@@ -208,7 +208,7 @@ class PCCModel(PCCPreTrainedModel):
                 f"({text_positions})"
             )
         d = config.hidden_size
-        image_width = _backbone_width(self.image_backbone.config, config.vision_config["model_type"])
+        image_width = _backbone_width(self.image_backbone.config, config.vision_config.model_type)
         self.image_projection = nn.Linear(image_width, d)
         self.text_projection = nn.Linear(self.text_backbone.config.hidden_size, d)
 
@@ -246,8 +246,7 @@ class PCCModel(PCCPreTrainedModel):
         """The backbone's transformers config, with this model's attention implementation (eager | sdpa) for the
         towers that have attention (ResNet has none)."""
         tower = self.config.backbone_config(which)
-        if tower.model_type != "resnet":
-            tower._attn_implementation = self.config._attn_implementation
+        tower._attn_implementation = "eager" if tower.model_type == "resnet" else self.config._attn_implementation
         return tower
 
     def train(self, mode: bool = True):
@@ -277,7 +276,7 @@ class PCCModel(PCCPreTrainedModel):
 
     def _image_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Backbone features `[B, h*w, C]` (row-major) and the grid (h, w)."""
-        kind = self.config.vision_config["model_type"]
+        kind = self.config.vision_config.model_type
         pixel_values = pixel_values.to(self.image_projection.weight.dtype)
         if kind == "resnet":
             fmap = self.image_backbone(pixel_values).last_hidden_state  # [B, C, h, w]
