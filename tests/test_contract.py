@@ -354,3 +354,22 @@ def test_the_command_line_help_imports_no_model():
             "print(sorted(m for m in ('torch', 'transformers', 'tbps_hf.models.ivt') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_builds_without_identities_and_the_identity_loss_says_so(built_methods):
+    """`num_identities=0` (not known yet): the model builds without an identity classifier, encodes, and only a loss
+    that needs the classifier refuses — naming num_identities."""
+    for name in ALL_METHODS:
+        entry = built_methods(name)
+        config = copy.deepcopy(entry.config)
+        config.num_identities = 0
+        model = entry.method.model_class(config).train()
+        batch = _training_batch(entry)
+        with torch.no_grad():
+            assert model.get_text_features(batch["input_ids"], batch["attention_mask"]) is not None
+        try:
+            out = model(**batch)
+        except ValueError as error:
+            assert "num_identities" in str(error), f"{name}: {error}"
+        else:
+            assert torch.isfinite(out.loss), name

@@ -395,3 +395,22 @@ def test_a_few_optimizer_steps_reduce_the_loss(processor):
     with torch.no_grad():
         after = model(**batch).loss.item()
     assert after < 0.75 * before
+
+
+def test_patch_stride_sets_the_grid_everywhere():
+    """The official CUHK / ICFG releases use overlapping patches (stride 12 of 16: 31x10 at 384x128)."""
+    assert IVTConfig.from_preset("base", patch_stride=12).grid_size == (31, 10)
+    config = tiny_config(patch_size=8, patch_stride=6)  # 64x32 crops → (64-8)//6+1 = 10 rows, (32-8)//6+1 = 5 cols
+    assert config.grid_size == (10, 5) and config.num_patches == 50
+    model = IVTModel(config)
+    assert model.image_embeddings.patch_embedding.stride == (6, 6)
+    assert model.image_embeddings.position_embeddings.shape[1] == 1 + 50
+    pixels = torch.randn(2, 3, 64, 32)
+    model.train()
+    out = model(pixel_values=pixels)
+    assert out.image_bmm_mask.shape == (2, 50)  # BMM masks over the strided grid
+    model.eval()
+    with torch.no_grad():
+        assert model.get_image_attention_maps(pixels).shape == (2, 10, 5)
+    with pytest.raises(ValueError, match="patch_stride"):
+        tiny_config(patch_stride=9)

@@ -114,6 +114,35 @@ def test_tagger_choice(monkeypatch):
     assert PhraseChunker(tagger=tagger).noun_phrases("red coat") == ["red coat"]
 
 
+def test_missing_nltk_model_warns_once(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(phrases, "_warned_no_nltk_model", False)
+    monkeypatch.setattr(NLTKTagger, "is_available", classmethod(lambda cls: False))
+    with pytest.warns(UserWarning, match="lexicon tagger") as caught:
+        default_tagger()
+    assert len(caught) == 1 and "averaged_perceptron_tagger" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second fallback in the same process is silent
+        assert isinstance(default_tagger(), LexiconTagger)
+
+
+def test_ivt_processor_saves_which_tagger_made_the_word_level(tmp_path):
+    from transformers import AutoProcessor
+
+    import tbps_hf  # noqa: F401  (Auto classes)
+    from tbps_hf.models.ivt import IVTConfig, IVTProcessor
+
+    config = IVTConfig.from_preset("tiny", use_mla=True, mla_mode="all")
+    processor = IVTProcessor.from_config(config, captions=["a man in a red coat and black shoes"] * 20)
+    assert processor.mla_mode == "all" and processor.word_tagger is None
+    processor.level_texts("a man in a red coat")
+    assert processor.word_tagger == "lexicon"  # no NLTK model on this machine
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path)
+    assert reloaded.word_tagger == "lexicon" and reloaded.mla_mode == "all"
+
+
 def test_custom_tagger_is_used():
     class AllNouns:
         name = "nouns"
