@@ -26,6 +26,12 @@ DDP_COMMAND = (
     "\"num_test_3c_identities\": 16}'"
 )
 
+SMALL_OPTIONS = ("--dataset_options '{\"num_train_identities\": 64, \"num_test_identities\": 16, "
+                 "\"num_test_3c_identities\": 16}'")
+BEST_COMMAND = ("tbps train --model ivt --preset tiny --output_dir runs/ivt-best --num_train_epochs 3 "
+                "--eval_strategy epoch --load_best_model_at_end true --save_total_limit 1 " + SMALL_OPTIONS)
+RESUME_COMMAND = BEST_COMMAND + " --resume_from_checkpoint latest"
+
 # Every bash command of the README → the test that runs it as written, or why it cannot run here.
 COMMANDS: dict[str, str] = {
     "bash scripts/quickstart.sh": "not run: about 7 minutes of training by design; tests/test_cli.py "
@@ -42,6 +48,17 @@ COMMANDS: dict[str, str] = {
     "python benchmarks/ablations.py --model cfam --switch share_decoder --seeds 0 1 2":
         "not run: three trainings per setting by design (minutes); benchmarks' own tests",
     DDP_COMMAND: "test_readme_ddp_command",
+    BEST_COMMAND: "test_readme_best_model_and_resume_commands",
+    RESUME_COMMAND: "test_readme_best_model_and_resume_commands",
+    "accelerate launch --config_file configs/accelerate/multi_gpu.yaml train.py --model cfam --preset clip-b16 "
+    "--dataset ufine6926 --data_dir /data/UFine6926 --gradient_checkpointing true":
+        "not run: 8 GPUs, the UFine6926 release and CLIP weights; tests/test_training_distributed.py checks the "
+        "config loads as MULTI_GPU, tests/test_training.py trains with --gradient_checkpointing",
+    "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_machines 2 --num_processes 16 --machine_rank 0 "
+    "--main_process_ip 10.0.0.1 --main_process_port 29500 train.py --model laip --preset albef-b16 --dataset "
+    "cuhk-pedes --data_dir /data/CUHK-PEDES":
+        "not run: two GPU machines; FSDP cannot run on CPU through accelerate (tests/test_training_distributed.py "
+        "runs fsdp.yaml on two gloo ranks and checks the warning that says so)",
 }
 
 
@@ -168,3 +185,23 @@ def test_readme_msd_snippet():
     finally:
         os.chdir(cwd)
     assert 0 <= scope["result"]["mSD"] <= 100
+
+
+@pytest.mark.slow
+def test_readme_best_model_and_resume_commands(scratch):
+    """Evaluation each epoch, the best model kept and restored; then the resume command continues from the newest
+    checkpoint to the same end."""
+    cwd, env = scratch
+    done = _run(BEST_COMMAND, cwd, env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = cwd / "runs" / "ivt-best"
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert [e["epoch"] for e in summary["eval_history"]] == [1, 2, 3]
+    best = summary["best_model_step"]
+    assert f"best (R@1) at step {best}" in (out / "README.md").read_text()
+    assert summary["metrics"]["R@1"] == pytest.approx(
+        next(e["metrics"]["R@1"] for e in summary["eval_history"] if e["step"] == best))
+    again = _run(RESUME_COMMAND, cwd, env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    resumed = json.loads((out / "run_summary.json").read_text())
+    assert resumed["global_step"] == summary["global_step"] and resumed["best_model_step"] == best

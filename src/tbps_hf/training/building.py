@@ -52,6 +52,28 @@ def check_model_arguments(method, model_args: ModelArguments) -> dict:
     return overrides
 
 
+def check_launch_fits_machine() -> None:
+    """A launch (accelerate config or flags) asking for more processes on this machine than it has GPUs fails deep
+    inside CUDA ("invalid device ordinal") on the surplus ranks; say what is wrong and the fix instead."""
+    import os
+
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if per_machine <= 1 or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return  # CPU processes (gloo): any number runs
+    gpus = torch.cuda.device_count()
+    if per_machine > gpus:
+        machines = max(1, int(os.environ.get("WORLD_SIZE", per_machine)) // per_machine)
+        raise TrainingError(
+            f"accelerate launched {per_machine} processes on this machine but it has {gpus} GPU(s): pass "
+            f"--num_processes {gpus * machines} to accelerate launch (it overrides the config file), or set "
+            f"num_processes: {gpus * machines} in the --config_file"
+        )
+
+
 def load_training_data(data_args: DataArguments, accelerator, seed: int):
     """The dataset (built once, on the main process first) and the training pairs of ``--train_split``."""
     from ..data import TrainingPairs, load_tbps_dataset

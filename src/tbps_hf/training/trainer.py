@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import signal
@@ -31,6 +32,7 @@ from ..models import get_method
 from .arguments import DataArguments, ModelArguments, TrainingArguments
 from .building import (
     build_model,
+    check_launch_fits_machine,
     build_processor,
     check_model_arguments,
     load_training_data,
@@ -149,6 +151,7 @@ class Trainer:
         self.checkpoint = (
             resolve_checkpoint(args.resume_from_checkpoint, self.output_dir) if args.resume_from_checkpoint else None
         )
+        check_launch_fits_machine()
         self.accelerator = accelerator = Accelerator(
             mixed_precision=args.mixed_precision,
             log_with=None if args.report_to == "none" else args.report_to,
@@ -156,6 +159,13 @@ class Trainer:
             kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))],
         )
         self.is_main = accelerator.is_main_process
+        requested = [name for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+                     if os.environ.get(env, "").lower() == "true"]
+        if requested and accelerator.distributed_type.name not in ("FSDP", "DEEPSPEED"):
+            # accelerate (1.15) applies FSDP / DeepSpeed only on accelerator devices and silently drops them on CPU
+            logger.warning("%s was requested but accelerate runs %s on this machine (it shards only on GPUs and "
+                           "other accelerators): this run is plain data parallel", requested[0],
+                           accelerator.distributed_type.value)
         if self.is_main:
             if to_remove:
                 logger.warning("--overwrite_output_dir: removing %d checkpoint(s) of the earlier run", len(to_remove))
@@ -422,6 +432,7 @@ class Trainer:
             "config_overrides": self.overrides,
             "dataset": self.data_args.dataset,
             "world_size": accelerator.num_processes,
+            "distributed_type": accelerator.distributed_type.value,
             "global_step": self.global_step,
             "epochs": round(self.epoch_progress(), 4),
             "per_device_train_batch_size": self.hp.batch_size,
