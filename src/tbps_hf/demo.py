@@ -523,10 +523,9 @@ class DemoEngine:
             maps = self.model.get_image_attention_maps(pixel_values)
         attention = attention_overlay(crop, maps[0]) if maps is not None else None
         phrase_maps = []
-        if hasattr(self.model, "get_phrase_attention_maps") and phrases:
-            phrase_maps = [
-                (attention_overlay(crop, m), p) for m, p in zip(self._phrase_maps(result.query, phrases, pixel_values), phrases)
-            ]
+        if hasattr(self.model, "get_phrase_attention_maps") and hasattr(self.processor, "phrase_inputs") and phrases:
+            maps, names = self._phrase_maps(result.query, pixel_values)
+            phrase_maps = [(attention_overlay(crop, m), p) for m, p in zip(maps, names)]
         lines = [f"**Result #{hit.rank}** `{hit.label}` — score {hit.score:.3f}"]
         if hit.match is not None:
             lines.append(("✓ the right person" if hit.match else f"✗ another person (id {hit.person_id})"))
@@ -539,18 +538,15 @@ class DemoEngine:
             lines.append("The overlay shows where the image side looks (red: most attention).")
         return {"crop": crop, "attention": attention, "phrase_maps": phrase_maps, "phrases": phrases, "markdown": "\n\n".join(lines)}
 
-    def _phrase_maps(self, query: str, phrases: list[str], pixel_values):
-        """Per-phrase cross-attention maps of a cross-encoder (LAIP's ``get_phrase_attention_maps``)."""
-        import torch
-
-        text_inputs = self.processor(text=[query], return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            maps = self.model.get_phrase_attention_maps(
-                input_ids=text_inputs["input_ids"], attention_mask=text_inputs["attention_mask"],
-                pixel_values=pixel_values, phrases=[phrases],
-            )  # fmt: skip
-        maps = maps[0] if isinstance(maps, (list, tuple)) else maps
-        return maps.reshape(-1, *maps.shape[-2:]) if hasattr(maps, "reshape") else maps
+    def _phrase_maps(self, query: str, pixel_values):
+        """Per-phrase BidirAtt maps of a cross-encoder (LAIP: ``processor.phrase_inputs`` masks each noun phrase's
+        head word; ``get_phrase_attention_maps`` differentiates its score, so this runs with gradients on)."""
+        inputs = self.processor.phrase_inputs(query)
+        maps = self.model.get_phrase_attention_maps(
+            inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device), pixel_values,
+            labels=inputs["labels"].to(self.device),
+        )  # fmt: skip
+        return maps.bidirectional_maps.detach().cpu(), list(inputs["phrases"])
 
 
 def _rank_metrics(order: np.ndarray, pid: int, gallery_ids: np.ndarray) -> tuple[int, float]:
@@ -853,6 +849,10 @@ def demo_from_args(args: argparse.Namespace):
 def run_demo(args: argparse.Namespace) -> int:
     import sys
 
+    from .errors import check_port_free, resolve_device
+
+    check_port_free(args.host, args.port)  # a taken port is reported before minutes of indexing, not after
+    args.device = resolve_device(args.device)
     demo = demo_from_args(args)
     if getattr(demo, "problem", None):
         print(f"tbps demo: {demo.problem.splitlines()[0].lstrip('# ')} — the page at the URL below says what to do",
@@ -862,7 +862,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import report_user_errors
+    from .errors import report_user_errors
 
     parser = configure_demo_parser(argparse.ArgumentParser(prog="tbps demo"))
     args = parser.parse_args(argv)

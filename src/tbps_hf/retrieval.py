@@ -359,6 +359,11 @@ class GalleryIndex:
             index = faiss.index_factory(dim, self.index_factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as err:
             raise ValueError(f"FAISS rejected index_factory {self.index_factory!r}: {_faiss_message(err)}") from None
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and hasattr(faiss.downcast_index(ivf), "do_polysemous_training"):
+            # IVF-PQ's default polysemous training (annealing over code assignments) takes minutes and only serves
+            # Hamming-filtered search, which is not used here.
+            faiss.downcast_index(ivf).do_polysemous_training = False
         if not index.is_trained:
             try:
                 index.train(training_vectors)
