@@ -327,3 +327,43 @@ def test_space_folder_deploys_as_is(capsys, monkeypatch):
     out = capsys.readouterr().out
     for flag in ("--model", "--gallery", "--dataset", "--split", "--index", "--index_dir", "--train_if_missing"):
         assert flag in out
+
+
+def test_laip_rerank_toggle_and_phrase_maps(world, tmp_path):
+    """A cross-encoder: the re-ranked order and its rank/AP equal tbps_hf.reranking on the full matrix."""
+    from tbps_hf.reranking import rerank_similarity
+
+    root, data, _ = world
+    method = tbps_hf.get_method("laip")
+    config = method.config_class.from_preset("tiny")
+    processor = method.processor_class.from_config(config, captions=[c for cs in data["train"]["captions"] for c in cs])
+    config.vocab_size = len(processor.tokenizer)
+    torch.manual_seed(0)
+    method.model_class(config).eval().save_pretrained(tmp_path / "laip")
+    processor.save_pretrained(tmp_path / "laip")
+    engine = build_engine(
+        tmp_path / "laip", dataset="procpedes", splits=["test"], cache_dir=root / "data", dataset_options=SMALL,
+        progress=False, device="cpu",
+    )  # fmt: skip
+    model, processor = engine.model, engine.processor
+    assert engine.is_cross_encoder
+    query = engine.example_queries(None)[1]
+    plain, result = engine.search(query, 5), engine.search(query, 5, rerank=True)
+
+    split = data["test"]
+    text = processor(text=[query], return_tensors="pt")
+    image_features = encode_images(model, processor, split["image"], progress=False)
+    first = model.similarity(encode_texts(model, processor, [query], progress=False), image_features)
+    final = rerank_similarity(model, text, image_features, first, min(engine.rerank_k, first.shape[1]))
+    assert [h.position for h in plain.hits] == torch.argsort(first[0], descending=True, stable=True)[:5].tolist()
+    assert [h.position for h in result.first_stage] == [h.position for h in plain.hits]  # the order before
+    assert [h.position for h in result.hits] == torch.argsort(final[0], descending=True, stable=True)[:5].tolist()
+    owner = next(r["person_id"] for r in split if query in r["captions"])
+    ref = retrieval_metrics(final, [owner], split["person_id"], similarity_range=(0, 1), return_per_query=True)
+    assert result.first_true_rank == int(ref["per_query"]["first_positive_rank"][0])
+    assert result.ap == pytest.approx(float(ref["per_query"]["ap"][0]), abs=1e-6)
+    assert "re-ranked by ITM" in result.message
+
+    out = engine.explain(result, 0)
+    assert [p for _, p in out["phrase_maps"]] == list(processor.phrase_inputs(query)["phrases"])
+    assert out["phrase_maps"] and all(img.size == out["crop"].size for img, _ in out["phrase_maps"])
