@@ -69,7 +69,12 @@ def test_wheel_installs_and_trains_evaluates_and_writes_a_card(installed):
                   "print(json.dumps([tbps_hf.__file__, tbps_hf.__version__, method_names()]))"], cwd=work, env=env)
     location, version, methods = json.loads(probe.stdout.strip().splitlines()[-1])
     assert Path(location).is_relative_to(site), f"tbps_hf imported from {location}, not the installed wheel"
-    assert version == "0.1.0" and {"ivt", "pcc", "cfam"} <= set(methods)
+    import tomllib
+
+    from tbps_hf.models import method_names
+
+    assert version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]  # one version source
+    assert methods == method_names()  # every method folder ships and is discovered from the installed package
 
     tbps = str(python.parent / "tbps")
     help_text = _run([tbps, "--help"], cwd=work, env=env).stdout
