@@ -243,6 +243,22 @@ def test_model_resolution_pages(tmp_path, monkeypatch):
     assert "Could not load" in demo.problem
 
 
+def test_train_if_missing_trains_the_quickstart_model(world, tmp_path, monkeypatch):
+    """--train_if_missing runs `tbps quickstart` into runs/ (its training loop shows the progress bar)."""
+    import tbps_hf.quickstart
+
+    root, *_ = world
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(
+        tbps_hf.quickstart, "quickstart",
+        lambda out, **kw: calls.append(Path(out)) or shutil.copytree(root / "model", Path(out) / "model"),
+    )  # fmt: skip
+    assert resolve_model(None, train_if_missing=True) == Path("runs/quickstart/model")
+    assert calls == [Path("runs/quickstart")] and (tmp_path / "runs/quickstart/model/config.json").is_file()
+    assert resolve_model(None, train_if_missing=True) == Path("runs/quickstart/model") and len(calls) == 1
+
+
 def test_no_arguments_serve_procpedes_with_the_quickstart_model(world, tmp_path, monkeypatch):
     """`tbps demo` with no arguments: runs/quickstart/model and its data cache, test + test_3c galleries."""
     root, *_ = world
@@ -277,7 +293,7 @@ def test_no_arguments_serve_procpedes_with_the_quickstart_model(world, tmp_path,
     assert (tmp_path / "data" / "crops-index" / "index.faiss").is_file()
 
 
-def test_demo_api_via_gradio_client(world):
+def test_demo_api_via_gradio_client(world, tmp_path):
     from gradio_client import Client
 
     _, data, engine = world
@@ -304,6 +320,16 @@ def test_demo_api_via_gradio_client(world):
 
         items, message, _ = client.predict("   ", 4, "procpedes test", False, api_name="/search")
         assert items == [] and message == EMPTY_QUERY_MESSAGE
+
+        # Uploads through the page join this session's searches; a file that is not an image is named, not fatal.
+        from gradio_client import handle_file
+
+        folder = _gallery_folder(tmp_path, data, n=1)
+        (folder / "fake.png").write_bytes(b"not a png")
+        note = client.predict([handle_file(str(folder / "p0.png")), handle_file(str(folder / "fake.png"))], api_name="/upload")
+        assert "`fake.png` is not an image" in note and "1 uploaded crop(s)" in note
+        items, message, _ = client.predict(query, 13, "procpedes test_3c", False, api_name="/search")
+        assert len(items) == 13 and sum(" upload p0.png " in item["caption"] for item in items) == 1
     finally:
         demo.close()
 

@@ -666,7 +666,7 @@ def build_demo(
             return problem_page(err.page)
     names = list(engine.galleries)
     first = engine.gallery(names[0])
-    max_k = max(1, min(50, max(len(g.index) for g in engine.galleries.values())))
+    max_k = 50  # not capped at the gallery: uploads add crops, and k > gallery gets a note, not an error
     model_name = getattr(engine, "model_name", type(engine.model).__name__)
 
     def on_search(query, k, gallery, rerank, uploads):
