@@ -26,7 +26,7 @@ DDP_COMMAND = (
     "\"num_test_3c_identities\": 16}'"
 )
 
-SMALL_OPTIONS = ("--dataset_options '{\"num_train_identities\": 64, \"num_test_identities\": 16, "
+SMALL_OPTIONS = ("--dataset_options '{\"num_train_identities\": 32, \"num_test_identities\": 16, "
                  "\"num_test_3c_identities\": 16}'")
 BEST_COMMAND = ("tbps train --model ivt --preset tiny --output_dir runs/ivt-best --num_train_epochs 3 "
                 "--eval_strategy epoch --load_best_model_at_end true --save_total_limit 1 " + SMALL_OPTIONS)

@@ -154,9 +154,30 @@ def test_final_save_is_atomic_on_a_full_disk(tmp_path, cache_dir, monkeypatch):
     assert not (out / ".tmp-final").exists()
 
 
+def test_ctrl_c_saves_a_checkpoint_at_the_next_step_boundary(tmp_path, cache_dir):
+    """A real SIGINT delivered to this process mid-run (from the step callback, i.e. while training)."""
+    from tbps_hf.training import TrainingInterrupted
+
+    def press_ctrl_c(step, logs):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGINT at step 3 of 8; saved .*checkpoint-3\. To "
+                                                  r"continue exactly, run the same command with "
+                                                  r"--resume_from_checkpoint latest") as stop:
+        train(*_args(out, cache_dir, max_steps=8, save_strategy="no"), step_callback=press_ctrl_c)
+    assert stop.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the handler was not restored"
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-3"]
+    summary = train(*_args(out, cache_dir, max_steps=8, save_strategy="no", resume_from_checkpoint="latest"))
+    assert summary["global_step"] == 8
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, cache_dir, signum):
+def test_sigterm_to_train_py_saves_and_says_how_to_resume(tmp_path, cache_dir):
+    """Preemption: SIGTERM to a running `train.py`; exit status 128 + 15 and one line saying how to resume."""
+    signum = signal.SIGTERM
     out = tmp_path / "run"
     cmd = [
         sys.executable, str(ROOT / "train.py"), "--model", "ivt", "--preset", "tiny", "--cache_dir", cache_dir,
@@ -180,9 +201,8 @@ def test_signal_saves_a_resumable_checkpoint_and_says_how_to_resume(tmp_path, ca
     (checkpoint,) = out.glob("checkpoint-*")
     step = int(checkpoint.name.split("-")[1])
     assert 0 < step < 400 and not (out / "model.safetensors").exists()
-    if signum == signal.SIGTERM:  # the checkpoint resumes (to a short end: exactness is test_training's)
-        resumed = subprocess.run(cmd + ["--resume_from_checkpoint", "latest", "--allow_inexact_resume",
-                                        "--max_steps", str(step + 2)],
-                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert json.loads((out / "run_summary.json").read_text())["global_step"] == step + 2
+    resumed = subprocess.run(cmd + ["--resume_from_checkpoint", "latest", "--allow_inexact_resume",
+                                    "--max_steps", str(step + 2)],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "run_summary.json").read_text())["global_step"] == step + 2

@@ -87,6 +87,7 @@ def quickstart(
         TrainingArguments(
             output_dir=str(out / "model"),
             overwrite_output_dir=True,  # a quickstart run replaces the previous one
+            save_strategy="no",  # a short demo run: its folder is the model, without checkpoint-N beside it
             seed=seed,
             num_train_epochs=num_train_epochs,
             max_steps=max_steps,

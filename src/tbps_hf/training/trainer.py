@@ -382,11 +382,13 @@ class Trainer:
         """Main process only, the others wait; metrics go to the tracker, the history and the best-so-far."""
         args, accelerator = self.args, self.accelerator
         if self.is_main:
+            start = time.perf_counter()
             with _preserved_rng():
                 metrics = self._evaluate_split(self.unwrapped, output_dir=None)
             self.unwrapped.train()
             numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            entry = {"step": self.global_step, "epoch": round(self.epoch_progress(), 4), "metrics": numeric}
+            entry = {"step": self.global_step, "epoch": round(self.epoch_progress(), 4), "metrics": numeric,
+                     "seconds": round(time.perf_counter() - start, 2)}
             self.eval_history.append(entry)
             if args.report_to != "none":
                 accelerator.log({f"eval/{k}": v for k, v in numeric.items()}, step=self.global_step)
