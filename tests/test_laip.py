@@ -742,3 +742,31 @@ def test_tbps_convert_cli_with_laip(tmp_path, bert_tokenizer_dir, capsys):
     torch.save({"model": {"visual_encoder.cls_token": torch.zeros(1)}}, tmp_path / "bad.pth")
     code = main(["convert", "--model", "laip", "--checkpoint", str(tmp_path / "bad.pth"), "--output_dir", str(tmp_path / "b")])
     assert code == 1 and "not an ALBEF" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_laip_and_share_the_queue(tmp_path):
+    """`train.py` under 2 CPU DDP processes across the stage boundary: both ranks enqueue the gathered batch."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ddp"
+    overrides = json.dumps({"stage_one_fraction": 0.5, "queue_size": 64, "max_phrases_per_caption": 1})
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(root / "train.py"),
+        "--model", "laip", "--preset", "tiny", "--config_overrides", overrides, "--cache_dir", str(tmp_path / "cache"),
+        "--dataset_options", json.dumps(SMALL), "--output_dir", str(out), "--max_steps", "4", "--save_steps", "2",
+        "--per_device_train_batch_size", "4", "--images_per_identity", "2", "--report_to", "none",
+    ]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "run_summary.json").read_text())["world_size"] == 2
+    states = [torch.load(p, weights_only=True) for p in sorted((out / "checkpoint-2").glob("custom_checkpoint_*.pkl"))]
+    queue = next(s for s in states if "momentum.idx_queue" in s)
+    # 2 steps x 2 processes x 4 pairs: the gathered batches, not one rank's
+    assert int((queue["momentum.idx_queue"] >= 0).sum()) == 16 and int(queue["momentum.queue_ptr"]) == 16
