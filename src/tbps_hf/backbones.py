@@ -35,7 +35,8 @@ class BackboneRoleError(TBPSUserError, ValueError):
     """``--backbone_checkpoints`` names a role the method does not have (or gives it no checkpoint)."""
 
 
-# The role whose checkpoint carries the tokenizer, in order of preference (CLIP and ALBEF carry both modalities).
+# The role whose checkpoint carries the tokenizer, in order of preference (a CLIP checkpoint carries both towers;
+# LAIP's `albef` role names no tokenizer, so its config's `tokenizer_name` stays).
 TEXT_ROLES: tuple[str, ...] = ("text", "bert", "clip")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
