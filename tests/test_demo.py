@@ -243,6 +243,23 @@ def test_model_resolution_pages(tmp_path, monkeypatch):
     assert "Could not load" in demo.problem
 
 
+def test_hub_id_loads_from_the_hub_cache(world, tmp_path, monkeypatch):
+    """`--model org/name` goes through huggingface_hub (offline here: a cache laid out as the hub writes it)."""
+    import huggingface_hub.constants
+    from test_hub import populate_hub_cache
+
+    from tbps_hf.evaluation import load_model_and_processor
+
+    root, *_ = world
+    populate_hub_cache(tmp_path / "hub", "tbps/demo-tiny", root / "model")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    path = resolve_model("tbps/demo-tiny")
+    assert path.parent.name == "snapshots" and (path / "model.safetensors").is_file()
+    model, _ = load_model_and_processor(path, "cpu")
+    assert type(model).__name__ == "IVTModel"
+
+
 def test_train_if_missing_trains_the_quickstart_model(world, tmp_path, monkeypatch):
     """--train_if_missing runs `tbps quickstart` into runs/ (its training loop shows the progress bar)."""
     import tbps_hf.quickstart
@@ -285,6 +302,14 @@ def test_no_arguments_serve_procpedes_with_the_quickstart_model(world, tmp_path,
     assert len(lines) == 2 and lines[0] == ["tbps", "demo"]
     assert tbps(lines[0][1:]) == 0
     assert list(launched[-1][0].engine.galleries) == ["procpedes test", "procpedes test_3c"]
+    # The Space's launcher with no arguments, as a Space runs it (in-process: a subprocess re-imports torch).
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    monkeypatch.setenv("SYSTEM", "spaces")
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "spaces" / "tbps-demo" / "app.py"), run_name="__main__")
+    assert exit_info.value.code == 0 and launched[-1][1]["server_name"] == "0.0.0.0"
+    assert list(launched[-1][0].engine.galleries) == ["procpedes test", "procpedes test_3c"]
+    monkeypatch.delenv("SYSTEM")
     _gallery_folder(tmp_path / "data", {"test": [{"image": im} for im in world[1]["test"]["image"]]})
     argv = [a.replace("/data/", str(tmp_path / "data") + "/") for a in lines[1][1:]]
     assert tbps(argv) == 0
