@@ -277,3 +277,27 @@ def test_converted_model_evaluates_by_hub_id_offline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(next((tmp_path / "eval").rglob("metrics.json")).read_text())
     assert 0 <= metrics["overall"]["R@1"] <= 100 and math.isfinite(metrics["overall"]["mAP"])
+
+
+@pytest.mark.parametrize("stride, grid", [(12, (31, 10)), (16, (24, 8))])
+def test_full_size_release_shapes_give_the_paper_architecture(stride, grid):
+    """The released files' real shapes (ViT-B/16 + bert-base-uncased embeddings, 512 text positions) infer the
+    paper's architecture; meta tensors: shapes only, no memory."""
+    from tbps_hf.models.ivt.convert_ivt_original_to_hf import infer_config
+
+    rows, cols = grid
+    p = "encoder_vl."
+    state = {
+        p + "cls_token": (1, 1, 768), p + "pos_embed": (1, 1 + rows * cols, 768), p + "type_embed": (1, 1 + rows * cols, 768),
+        p + "patch_embed.proj.weight": (768, 3, 16, 16), p + "embeddings.word_embeddings.weight": (30522, 768),
+        p + "embeddings.position_embeddings.weight": (512, 768), p + "embeddings.token_type_embeddings.weight": (2, 768),
+    }
+    for i in range(12):
+        state[f"{p}blocks.{i}.attn.qkv.weight"] = (2304, 768)
+        state[f"{p}blocks.{i}.attn.qkv.bias"] = (2304,)
+        state[f"{p}blocks.{i}.mlp_vis.fc1.weight"] = (3072, 768)
+    state = {k: torch.empty(shape, device="meta") for k, shape in state.items()}
+    config = infer_config(state, "bert-base-uncased")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (768, 12, 12, 3072)
+    assert (config.vocab_size, config.max_text_length, config.image_size) == (30522, 100, (384, 128))
+    assert config.patch_stride == stride and tuple(config.grid_size) == grid and config.qkv_bias
