@@ -110,8 +110,8 @@ class Gallery:
 
     ``index`` positions address ``labels`` (a file path or a split row's file name) and ``load(position)`` (the
     crop). Labelled splits also carry ``person_ids`` [G], their captions as ``queries`` / ``query_ids`` and the
-    index vectors ``vectors`` [G, d] (ranked exactly, so rank and AP are the metric core's); cross-encoders keep the
-    raw ``features`` for re-ranking.
+    index vectors ``vectors`` [G, d] (ranked exactly, so rank and AP are the metric core's). Raw features are not
+    kept: a cross-encoder re-encodes its few re-rank candidates.
     """
 
     name: str
@@ -123,7 +123,6 @@ class Gallery:
     queries: list[str] = field(default_factory=list)
     query_ids: np.ndarray | None = None
     vectors: np.ndarray | None = None
-    features: Any = None
     exists: Callable[[int], bool] = lambda position: True
 
     @property
@@ -157,7 +156,6 @@ def split_gallery(model, processor, dataset_split, name: str, batch_size=64, pro
         message=f"{name}: {view.num_gallery} crops of {len(set(view.gallery_ids.tolist()))} people, "
         f"{view.num_queries} captions.",
         person_ids=view.gallery_ids, queries=view.queries, query_ids=view.query_ids, vectors=vectors,
-        features=features if getattr(model.config, "is_cross_encoder", False) else None,
     )  # fmt: skip
 
 
@@ -450,14 +448,20 @@ class DemoEngine:
         from .reranking import rerank_similarity
         from .retrieval import encode_images
 
-        feats = []
+        # Galleries keep only index vectors (a cross-encoder's token states for a large gallery would not fit in
+        # memory): the k candidates are encoded again, in one batch.
+        gallery_positions = [pos for _, pos, is_upload in candidates if not is_upload]
+        encoded = None
+        if gallery_positions:
+            images = [g.load(pos) for pos in gallery_positions]
+            encoded = encode_images(self.model, self.processor, images, progress=False)
+        feats, next_row = [], 0
         for _, pos, is_upload in candidates:
             if is_upload:
                 feats.append(uploads[pos].features)
-            elif g.features is not None:
-                feats.append(slice_features(g.features, slice(pos, pos + 1)))
-            else:  # folder galleries keep only index vectors: encode the candidates again
-                feats.append(encode_images(self.model, self.processor, [g.load(pos)], progress=False))
+            else:
+                feats.append(slice_features(encoded, slice(next_row, next_row + 1)))
+                next_row += 1
         image_features = cat_features(feats)
         first = torch.tensor([[c[0] for c in candidates]], dtype=torch.float32)
         text_inputs = self.processor(text=[query], return_tensors="pt").to(self.device)
