@@ -301,3 +301,12 @@ def test_full_size_release_shapes_give_the_paper_architecture(stride, grid):
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (768, 12, 12, 3072)
     assert (config.vocab_size, config.max_text_length, config.image_size) == (30522, 100, (384, 128))
     assert config.patch_stride == stride and tuple(config.grid_size) == grid and config.qkv_bias
+
+
+def test_a_tokenizer_that_cannot_be_loaded_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = official_state_dict(30, 16)
+    torch.save(state, tmp_path / "ivt.pth")
+    with pytest.raises(ConversionError, match=r"--tokenizer .*not-a-tokenizer: cannot be loaded"):
+        convert(tmp_path / "ivt.pth", tmp_path / "out", tokenizer=str(tmp_path / "not-a-tokenizer"))
+    assert not (tmp_path / "out").exists()

@@ -239,6 +239,13 @@ def convert(
     state = load_original_state_dict(checkpoint)
     _check_layout(state, checkpoint)
     tokenizer = tokenizer or DEFAULT_TOKENIZER
+    try:  # before any conversion work: offline, the default hub id may not be cached
+        text_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as err:
+        raise ConversionError(
+            f"--tokenizer {tokenizer}: cannot be loaded ({str(err).splitlines()[0]}); pass a local folder holding "
+            "the bert-base-uncased tokenizer"
+        ) from None
     config = infer_config(state, tokenizer, **dict(config_overrides or {}))
     new_state, report = convert_state_dict(state, config)
     if report["unexpected"]:
@@ -259,13 +266,6 @@ def convert(
         )
     model.load_state_dict(new_state)
 
-    try:
-        text_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as err:
-        raise ConversionError(
-            f"--tokenizer {tokenizer}: cannot be loaded ({str(err).splitlines()[0]}); pass a local folder holding "
-            "the bert-base-uncased tokenizer"
-        ) from None
     if len(text_tokenizer) > config.vocab_size:
         raise ConversionError(
             f"--tokenizer {tokenizer} has {len(text_tokenizer)} tokens but the checkpoint's vocabulary has "
