@@ -156,7 +156,8 @@ def build_model(method, model_args: ModelArguments, overrides: dict, processor, 
     if args.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise TrainingError(f"{type(model).__name__} does not support --gradient_checkpointing")
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed it activation_checkpointing_enable (the old name warns)
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     if args.lora_r:
         model = apply_lora(model, args)
     return model

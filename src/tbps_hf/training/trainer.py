@@ -105,6 +105,14 @@ def _stop_on_signals():
 
 
 @contextmanager
+def _closing(progress):
+    try:
+        yield progress
+    finally:
+        progress.close()  # also when a stop or an error leaves the loop
+
+
+@contextmanager
 def _preserved_rng():
     """Evaluation must not move any RNG: a run evaluated on the way equals one that is not, and resumes exactly."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
@@ -281,7 +289,7 @@ class Trainer:
         self.samples_seen = 0
         loop_start = time.perf_counter()
         model.train()
-        with _stop_on_signals() as received:
+        with _stop_on_signals() as received, _closing(progress):
             while self.global_step < self.total_steps and self.stopped_early is None:
                 self.sampler.set_epoch(self.epoch, start_batch=self.micro_in_epoch)
                 loader = DataLoader(
@@ -337,7 +345,6 @@ class Trainer:
                         break
                 else:  # the loader ran out before the epoch's last group (cannot happen with a full sampler)
                     self.epoch, self.micro_in_epoch = self.epoch + 1, 0
-        progress.close()
         self.train_seconds = time.perf_counter() - loop_start
 
     def _check_finite(self, loss: torch.Tensor) -> None:
