@@ -268,9 +268,12 @@ class DemoEngine:
         model / processor: a loaded model (any method; cross-encoders get the re-rank option).
         galleries: :class:`Gallery` objects, shown in this order.
         rerank_k: candidates a cross-encoder re-ranks (default: ``config.rerank_k`` or 32).
+        model_name: shown on the page (the folder or hub id it came from).
     """
 
-    def __init__(self, model, processor, galleries: Sequence[Gallery], rerank_k: int | None = None):
+    def __init__(
+        self, model, processor, galleries: Sequence[Gallery], rerank_k: int | None = None, model_name: str | None = None
+    ):
         if not galleries:
             raise ValueError("the demo needs at least one gallery")
         self.model, self.processor = model, processor
@@ -278,7 +281,8 @@ class DemoEngine:
         self.is_cross_encoder = bool(getattr(model.config, "is_cross_encoder", False))
         self.rerank_k = int(rerank_k or getattr(model.config, "rerank_k", None) or 32)
         self.device = next(model.parameters()).device
-        self._rng = random.Random(0)
+        self.model_name = model_name or type(model).__name__
+        self._rng = random.Random(0)  # the "Random query" button: reproducible per app start
 
     def gallery(self, name: str | None) -> Gallery:
         if name is None:
@@ -323,12 +327,12 @@ class DemoEngine:
         return unknown, known
 
     # -- encoding
-    def _encode_query(self, query: str):
+    def _encode_query(self, query: str) -> np.ndarray:
+        """The query's index vector ``[d]`` (inner products with gallery vectors = the model's similarity)."""
         from .retrieval import encode_texts
 
         features = encode_texts(self.model, self.processor, [query], progress=False)
-        vector = self.model.index_features(features).detach().float().cpu().numpy()[0]
-        return features, vector
+        return self.model.index_features(features).detach().float().cpu().numpy()[0]
 
     def encode_uploads(self, paths: Sequence[str | os.PathLike]) -> tuple[list[Upload], list[str]]:
         """Encode uploaded files; returns the uploads and one line per file that is not an image."""
@@ -389,7 +393,7 @@ class DemoEngine:
         if k > total:
             notes.append(f"Asked for {k} results; the gallery holds {total} crops, so all are shown.")
             k = total
-        text_features, qvec = self._encode_query(query)
+        qvec = self._encode_query(query)
         wanted = max(k, self.rerank_k) if rerank and self.is_cross_encoder else k
         # A few spare candidates: crops deleted since indexing are dropped here, never shown or crashed on.
         candidates = self._first_stage(g, qvec, wanted + (0 if g.labelled else 16), uploads)
@@ -624,9 +628,7 @@ def build_engine(
         galleries.append(
             folder_gallery(loaded, processor, model_dir, gallery_dir, index_dir, batch_size, progress, index_factory)
         )
-    engine = DemoEngine(loaded, processor, galleries)
-    engine.model_name = str(model or DEFAULT_MODEL)
-    return engine
+    return DemoEngine(loaded, processor, galleries, model_name=str(model or DEFAULT_MODEL))
 
 
 def problem_page(page: str):
@@ -671,7 +673,7 @@ def build_demo(
     names = list(engine.galleries)
     first = engine.gallery(names[0])
     max_k = 50  # not capped at the gallery: uploads add crops, and k > gallery gets a note, not an error
-    model_name = getattr(engine, "model_name", type(engine.model).__name__)
+    model_name = engine.model_name
 
     def on_search(query, k, gallery, rerank, uploads):
         result = engine.search(query, int(k or top_k), gallery, bool(rerank), uploads or [])
