@@ -83,6 +83,21 @@ def test_search_select_and_see_the_attention_map_in_chromium(engine, tmp_path):
         assert expected.hits[0].label in explanation and "Noun phrases" in explanation
         assert driver.find_element(By.CSS_SELECTOR, "#crop img").get_attribute("src")
 
+        # "Random query" fills a caption of the split and searches it: judged (rank, AP, ✓/✗ marks).
+        driver.find_element(By.CSS_SELECTOR, "#random").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#query textarea").get_attribute("value") != query)
+        picked = driver.find_element(By.CSS_SELECTOR, "#query textarea").get_attribute("value")
+        assert picked in engine.gallery("procpedes test").queries
+        judged = engine.search(picked, k, "procpedes test")
+        wait.until(lambda d: f"First true match at rank {judged.first_true_rank}" in d.find_element(By.CSS_SELECTOR, "#message").text)
+
+        # Uploading a crop in the page (the accordion's file input) adds it to this session's searches.
+        engine.gallery(None).load(0).save(tmp_path / "mine.png")
+        driver.find_element(By.CSS_SELECTOR, "#uploads button").click()  # open the accordion
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+        driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(tmp_path / "mine.png"))
+        wait.until(lambda d: "1 uploaded crop(s)" in d.page_source)
+
         shot = Path(os.environ.get("TBPS_SCREENSHOT") or tmp_path / "demo.png")
         shot.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shot))

@@ -753,7 +753,7 @@ def build_demo(
             attention = gr.Image(label="Attention map", type="pil", height=DISPLAY_HEIGHT + 40, elem_id="attention", scale=1)
             phrase_maps = gr.Gallery(label="Per-phrase attention", columns=4, visible=False, elem_id="phrase_maps", scale=2)
             explanation = gr.Markdown(elem_id="explanation")
-        with gr.Accordion("Add your own crops (kept in memory for this session only)", open=False):
+        with gr.Accordion("Add your own crops (kept in memory for this session only)", open=False, elem_id="uploads"):
             files = gr.File(file_count="multiple", file_types=["image"], label="Upload crops", elem_id="upload")
             upload_message = gr.Markdown()
         gr.Markdown(PRIVACY_NOTE)
