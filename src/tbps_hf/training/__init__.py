@@ -24,12 +24,14 @@ PROG = "tbps train"
 
 def _train_or_stop(model_args, data_args, training_args):
     """A SIGINT / SIGTERM stop is not an error: one line saying how to resume, exit status 128 + signal."""
+    import os
     import sys
 
     try:
         return train(model_args, data_args, training_args)
     except TrainingInterrupted as stop:
-        print(f"{PROG}: {stop}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every rank stops at the same step; one of them says so
+            print(f"{PROG}: {stop}", file=sys.stderr)
         return 128 + stop.signum
 
 
