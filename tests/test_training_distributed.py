@@ -96,3 +96,32 @@ def test_more_processes_than_the_machine_has_gpus_names_the_fix(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")  # CPU processes: any number
     check_launch_fits_machine()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_every_rank_at_one_step_with_one_checkpoint(tmp_path, cache_dir):
+    """Preemption of a 2-process job: SIGTERM to `accelerate launch`, which passes it to both ranks."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [
+        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", str(ROOT / "train.py"), "--model", "ivt", "--preset", "tiny", "--cache_dir",
+        cache_dir, "--dataset_options", json.dumps(SMALL), "--output_dir", str(out), "--max_steps", "400",
+        "--per_device_train_batch_size", "4", "--eval_split", "none", "--save_strategy", "no",
+    ]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(out.rglob("events.out.tfevents.*")):  # the tracker starts with the loop
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if line.startswith("tbps train:")]
+    assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0], stderr[-3000:]
+    (checkpoint,) = out.glob("checkpoint-*")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["settings"]["world_size"] == 2 and f"saved {checkpoint}" in lines[0]
+    assert (checkpoint / "random_states_1.pkl").exists()
