@@ -8,6 +8,10 @@ the dense metric core on ``model.similarity``, the streaming metric core, and a 
 
     python benchmarks/encode_rank.py --model ivt --preset base --num_images 128 --num_queries 256
     python benchmarks/encode_rank.py --model ivt --preset base --device cuda       # full sizes on a GPU
+    python benchmarks/encode_rank.py --model laip --preset albef-b16 --num_images 32 --num_queries 64  # + re-rank
+
+A cross-encoder (LAIP) also times its second stage: `model.rerank` of the top-k candidates for k in `--rerank_k`,
+on `--rerank_queries` queries, extrapolated per pair to the full query set.
 """
 
 from __future__ import annotations
@@ -55,6 +59,14 @@ def main(argv=None) -> int:
         "--jpeg_files", action="store_true",
         help="write the synthetic crops as JPEG files and encode from the paths (decoding included, as for a folder "
         "gallery); default: in-memory PIL images",
+    )
+    parser.add_argument(
+        "--rerank_k", type=int, nargs="+", default=[16, 64, 128],
+        help="cross-encoders (laip): candidates re-ranked per query, each timed (default 16 64 128)",
+    )
+    parser.add_argument(
+        "--rerank_queries", type=int, default=8,
+        help="cross-encoders: queries actually re-ranked per k (the time per pair is extrapolated to --query_size)",
     )
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
@@ -194,6 +206,8 @@ def main(argv=None) -> int:
             "total_encode_rank_s": round(total, 1),
         },
     }
+    if getattr(config, "is_cross_encoder", False):
+        result["rerank"] = _time_rerank(model, text_features, image_features, args, device, total)
     print(json.dumps(result, indent=2))
     kind = "EXTRAPOLATED linearly from the measured subset" if (scale_i > 1 or scale_q > 1) else "measured"
     print(
@@ -211,6 +225,42 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+def _time_rerank(model, text_features, image_features, args, device, dual_total_s: float) -> dict:
+    """Second stage of a cross-encoder: `model.rerank` of `--rerank_queries` queries' top-k first-stage candidates
+    among the measured images (keys/values once per candidate image), per k; the time per pair is extrapolated to
+    `--query_size` queries (pairs are independent, so the cost is linear in their number)."""
+    from tbps_hf.modeling_utils import features_length, slice_features
+    from tbps_hf.reranking import first_stage_candidates
+
+    queries = min(args.rerank_queries, features_length(text_features))
+    texts = slice_features(text_features, slice(0, queries))
+    out = {}
+    with torch.inference_mode():
+        first = model.similarity(texts, image_features)
+        for k in args.rerank_k:
+            kk = min(k, features_length(image_features))
+            candidates = first_stage_candidates(first, kk)
+            _sync(device)
+            t0 = time.perf_counter()
+            model.rerank(texts, image_features, candidates)
+            _sync(device)
+            seconds = time.perf_counter() - t0
+            per_pair = seconds / (queries * kk)
+            full = per_pair * args.query_size * k
+            out[str(k)] = {
+                "queries": queries,
+                "candidates_measured": kk,
+                "measured_s": round(seconds, 3),
+                "ms_per_pair": round(1000 * per_pair, 3),
+                "full_query_set_s_extrapolated": round(full, 1),
+                "ratio_to_dual_encoder_part": round(full / max(dual_total_s, 1e-9), 2),
+            }
+            print(f"re-rank k={k}: {1000 * per_pair:.2f} ms/pair measured on {queries}x{kk} pairs → "
+                  f"{full:.0f} s for {args.query_size} queries (extrapolated), {full / dual_total_s:.1f}x the "
+                  "encode + first-stage part")
+    return out
 
 
 if __name__ == "__main__":
