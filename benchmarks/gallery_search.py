@@ -101,6 +101,9 @@ def main(argv=None) -> int:
         "--refine_k_factor", type=int, default=8,
         help="candidates re-scored exactly per result by a refined index (',RFlat'): k × this (default 8)",
     )  # fmt: skip
+    parser.add_argument(
+        "--hnsw_ef_construction", type=int, default=None, help="HNSW efConstruction (default: FAISS's, 40)"
+    )
     parser.add_argument("--target_recall", type=float, default=0.95, help="recall@k a configuration must reach (0.95)")
     parser.add_argument("--threads", type=int, default=None, help="FAISS threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=0)
@@ -122,6 +125,9 @@ def main(argv=None) -> int:
     for factory in dict.fromkeys(["Flat", *args.index]):  # flat first: it is the ground truth
         index = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
         disable_polysemous_training(index, faiss)
+        hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
+        if hnsw is not None and args.hnsw_ef_construction:
+            hnsw.efConstruction = args.hnsw_ef_construction  # graph quality at build time (FAISS default 40)
         t_build = time.perf_counter()
         if not index.is_trained:
             index.train(train)
