@@ -770,3 +770,29 @@ def test_two_gloo_processes_train_laip_and_share_the_queue(tmp_path):
     queue = next(s for s in states if "momentum.idx_queue" in s)
     # 2 steps x 2 processes x 4 pairs: the gathered batches, not one rank's
     assert int((queue["momentum.idx_queue"] >= 0).sum()) == 16 and int(queue["momentum.queue_ptr"]) == 16
+
+
+def test_from_backbones_vit_bert_and_albef_folder(tmp_path):
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    config = LAIPConfig.from_preset("tiny", vocab_size=50, embedding_batch_norm=False)
+    torch.manual_seed(3)
+    vit = ViTModel(ViTConfig(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+                             image_size=224, patch_size=8, layer_norm_eps=1e-6), add_pooling_layer=False)  # fmt: skip
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                                intermediate_size=512, max_position_embeddings=64), add_pooling_layer=False)  # fmt: skip
+    model = LAIPModel.from_backbones(config=config, vit=vit, bert=bert)
+    ours = model.state_dict()
+    assert torch.equal(ours["vision_model.layers.3.mlp.fc2.weight"], vit.state_dict()["layers.3.mlp.fc2.weight"])
+    pos = ours["vision_model.embeddings.position_embeddings"]
+    assert pos.shape == (1, 1 + 8 * 4, 128) and torch.equal(pos[:, 0], vit.state_dict()["embeddings.position_embeddings"][:, 0])
+    b = bert.state_dict()
+    assert torch.equal(ours["text_encoder.encoder.layer.1.output.dense.weight"], b["encoder.layer.1.output.dense.weight"])
+    assert torch.equal(ours["fusion_layers.1.attention.self.query.weight"], b["encoder.layer.3.attention.self.query.weight"])
+    assert model.mlm_head.predictions.decoder.weight is model.text_encoder.embeddings.word_embeddings.weight
+    model.save_pretrained(tmp_path / "albef")
+    again = LAIPModel.from_backbones(config=LAIPConfig.from_preset("tiny", vocab_size=50, rerank_k=4), albef=tmp_path / "albef")
+    assert again.config.rerank_k == 4
+    assert torch.equal(again.state_dict()["fusion_layers.1.attention.self.query.weight"], ours["fusion_layers.1.attention.self.query.weight"])
+    with pytest.raises(ValueError, match="albef=.*vit=.*bert="):
+        LAIPModel.from_backbones(config=LAIPConfig.from_preset("tiny"))
