@@ -432,8 +432,9 @@ def test_evaluate_model_reports_first_stage_and_reranked(tiny, tmp_path):
         gallery_images=[e["image"] for e in exs], gallery_ids=np.array([0, 1, 2, 0, 1, 2]),
         queries=CAPTIONS[:3], query_ids=np.array([0, 1, 2]), query_groups={},
     )  # fmt: skip
-    results = evaluate_model(model, processor, view, progress=False, output_dir=tmp_path, rerank_k=4, grid_queries=0)
+    results = evaluate_model(model, processor, view, progress=False, output_dir=tmp_path, rerank_k=4, grid_queries=2)
     saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert Path(saved["files"]["phrase_maps"]).is_file() and Path(saved["files"]["attention_maps"]).is_file()
     assert saved["rerank_k"] == 4 and "R@1" in saved["first_stage"] and "R@1" in saved["overall"]
     streamed = evaluate_model(model, processor, view, progress=False, streaming=True, rerank_k=4, grid_queries=0)
     assert streamed["overall"]["R@1"] == pytest.approx(results["overall"]["R@1"])

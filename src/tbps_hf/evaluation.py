@@ -288,6 +288,10 @@ def _write_outputs(model, processor, view, results, per_query, similarity, score
         attention = _attention_grid(model, processor, view.gallery_images, order[:, 0], output_dir / "attention_maps.png")
         if attention is not None:
             files["attention_maps"] = str(attention)
+        if hasattr(model, "get_phrase_attention_maps") and hasattr(processor, "phrase_inputs"):
+            phrase_maps = _phrase_map_grid(model, processor, queries, rows, view.gallery_images, order[:, 0], output_dir)
+            if phrase_maps is not None:
+                files["phrase_maps"] = str(phrase_maps)
     _write_json_atomic(output_dir / "metrics.json", results)  # again, now listing every file
 
 
@@ -315,6 +319,34 @@ def _first_stage_metrics(model, text_features, image_features, query_ids, galler
         metrics = retrieval_metrics(first, query_ids, gallery_ids, **common)
     metrics.pop("per_query", None)
     return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in metrics.items()}
+
+
+def _phrase_map_grid(model, processor, queries, rows, gallery_images, top1, output_dir: Path) -> Path | None:
+    """LAIP: per noun phrase of the first grid query that has one, the forward and the bidirectional attention maps
+    over its top-1 hit (``phrase_maps.png``); None when no grid query has a noun phrase."""
+    from .retrieval import load_image
+    from .visualization import attention_grid
+
+    for row, hit in zip(rows, top1):
+        try:
+            inputs = processor.phrase_inputs(queries[int(row)])
+        except ValueError:  # no noun phrase in this caption
+            continue
+        image = load_image(gallery_images[int(hit)])
+        device = next(model.parameters()).device
+        pixels = processor(images=[image], return_tensors="pt")["pixel_values"].to(device)
+        maps = model.get_phrase_attention_maps(
+            inputs["input_ids"].to(device), inputs["attention_mask"].to(device), pixels, labels=inputs["labels"].to(device)
+        )
+        phrases = list(inputs["phrases"])
+        both = torch.cat([maps.forward_maps, maps.bidirectional_maps]).cpu()
+        short = [p if len(p) <= 12 else p[:11] + "…" for p in phrases]  # one column each: keep labels apart
+        titles = [f"F {p}" for p in short] + [f"B {p}" for p in short]
+        return attention_grid(
+            [image] * len(titles), both, output_dir / "phrase_maps.png", titles=titles,
+            heading=f"q{int(row) + 1}: forward (F) vs bidirectional (B) attention per noun phrase",
+        )  # fmt: skip
+    return None
 
 
 def _attention_grid(model, processor, gallery_images, indices: np.ndarray, path: Path) -> Path | None:
