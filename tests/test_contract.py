@@ -29,7 +29,7 @@ from tbps_hf.processing import TBPSProcessor
 
 
 @strict(accept_kwargs=True)
-class ToyConfig(TBPSConfig):
+class ContractToyConfig(TBPSConfig):
     """One shared attention layer over patch / word embeddings, projected to a joint space."""
 
     model_type = "tbps-contract-toy"
@@ -56,7 +56,7 @@ class ToyConfig(TBPSConfig):
 
 
 class ToyLayer(GradientCheckpointingLayer):
-    def __init__(self, config: ToyConfig):
+    def __init__(self, config: ContractToyConfig):
         super().__init__()
         self.norm = nn.LayerNorm(config.hidden_size)
         self.attention = TBPSAttention(config, config.hidden_size, config.num_attention_heads)
@@ -77,12 +77,12 @@ class ToyOutput(ModelOutput):
     logits_per_text: torch.FloatTensor | None = None
 
 
-class ToyModel(TBPSPreTrainedModel):
-    config_class = ToyConfig
+class ContractToyModel(TBPSPreTrainedModel):
+    config_class = ContractToyConfig
     base_model_prefix = "toy"
     lora_target_modules = ["q_proj", "v_proj"]
 
-    def __init__(self, config: ToyConfig):
+    def __init__(self, config: ContractToyConfig):
         super().__init__(config)
         d = config.hidden_size
         self.patch = nn.Conv2d(3, d, config.patch_size, config.patch_size)
@@ -97,7 +97,7 @@ class ToyModel(TBPSPreTrainedModel):
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.1)
-        if isinstance(module, ToyModel):
+        if isinstance(module, ContractToyModel):
             nn.init.normal_(module.image_positions, std=0.1)
             nn.init.normal_(module.text_positions, std=0.1)
 
@@ -131,7 +131,7 @@ class ToyModel(TBPSPreTrainedModel):
         return ToyOutput(loss=loss, loss_contrastive=loss, text_embeds=text, image_embeds=image, logits_per_text=logits)
 
 
-class ToyProcessor(TBPSProcessor):
+class ContractToyProcessor(TBPSProcessor):
     pass
 
 
@@ -150,7 +150,7 @@ ALL_METHODS = method_names() + ["toy"]
 @pytest.fixture(scope="module", autouse=True)
 def toy_registered():
     """Registered while this module runs, so other test modules see only the package's methods."""
-    register_method("toy", ToyConfig, ToyModel, ToyProcessor, TOY_INFO)
+    register_method("toy", ContractToyConfig, ContractToyModel, ContractToyProcessor, TOY_INFO)
     yield
     METHODS.pop("toy", None)
 
@@ -335,7 +335,7 @@ def test_a_method_defined_outside_the_package_trains_evaluates_and_gets_a_card(t
     GradientState._reset_state()
     assert summary["global_step"] == 6 and math.isfinite(summary.get("train_loss", 0.0))
     model, processor = load_model_and_processor(out)
-    assert type(model) is ToyModel and model.config.training_defaults["learning_rate"] == 3e-3
+    assert type(model) is ContractToyModel and model.config.training_defaults["learning_rate"] == 3e-3
     dataset = load_tbps_dataset("procpedes", cache_dir=str(tmp_path / "cache"), **small)
     metrics = evaluate_model(model, processor, EvaluationView(dataset["test"]), progress=False)
     overall = metrics.get("overall", metrics)
