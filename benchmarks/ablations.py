@@ -48,6 +48,8 @@ def run_one(model: str, preset: str, overrides: dict, seed: int, args, out: Path
         data_args,
         TrainingArguments(
             output_dir=str(out),
+            overwrite_output_dir=True,  # a benchmark re-run replaces its own earlier run
+            save_strategy="no",
             seed=seed,
             max_steps=args.max_steps,
             report_to="none",

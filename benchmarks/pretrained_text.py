@@ -86,7 +86,7 @@ def run_arm(arm: str, init: Path, args, out: Path, dataset) -> dict:
         ModelArguments(model="pcc", model_name_or_path=str(init)),
         DataArguments(dataset="procpedes", cache_dir=args.cache_dir, eval_split="none",
                       dataset_options=args.dataset_options),
-        TrainingArguments(output_dir=str(run_dir), seed=args.seed, max_steps=args.max_steps, report_to="none",
+        TrainingArguments(output_dir=str(run_dir), overwrite_output_dir=True, save_strategy="no", seed=args.seed, max_steps=args.max_steps, report_to="none",
                           logging_steps=max(1, args.max_steps // 10),
                           per_device_train_batch_size=args.batch_size),
     )
