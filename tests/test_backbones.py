@@ -258,3 +258,15 @@ def test_readme_table_lists_every_paper_preset_default():
             for role, checkpoint in (method.config_class.from_preset(preset).backbone_checkpoints or {}).items():
                 row = next((line for line in readme.splitlines() if line.startswith(f"| {name} |") and f"`{preset}`" in line), "")
                 assert f"`{role}`: " in row and checkpoint in row, (name, preset, role, checkpoint)
+
+
+def test_laip_albef_role_says_how_to_make_the_checkpoint(monkeypatch):
+    """ALBEF's weights ship only as the authors' .pth: the error says which command converts them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hub-cache")
+    config = get_method("laip").config_class.from_preset("albef-b16")
+    with pytest.raises(BackboneUnavailableError) as err:
+        check_backbones(config)
+    message = str(err.value)
+    assert "laip backbone 'albef'" in message and "tbps convert --model laip --checkpoint mscoco.pth" in message
+    assert "--backbone_checkpoints '{\"albef\": " in message and "--init_backbones false" in message

@@ -119,10 +119,12 @@ def check_backbones(config: Any, overrides: Mapping[str, str] | None = None, met
     for role, name in checkpoints.items():
         reason = _unavailable_reason(name)
         if reason is not None:
+            hint = dict(getattr(method.info, "backbone_hints", None) or {}).get(role)
             raise BackboneUnavailableError(
-                f"{method.name} backbone {role!r} = {name!r} cannot be loaded: {reason}. Point it at a local folder "
-                f"with --backbone_checkpoints '{{\"{role}\": \"/path/to/{role}\"}}', or train from random weights "
-                "with --init_backbones false"
+                f"{method.name} backbone {role!r} = {name!r} cannot be loaded: {reason}. "
+                + (f"{hint}; then p" if hint else "P")
+                + f"oint it at a local folder with --backbone_checkpoints '{{\"{role}\": \"/path/to/{role}\"}}', "
+                "or train from random weights with --init_backbones false"
             )
     # the processor needs the tokenizer too: the text checkpoint's, else the config's (checked the same way)
     tokenizer = text_checkpoint(checkpoints) or (getattr(config, "tokenizer_name", None) if checkpoints else None)

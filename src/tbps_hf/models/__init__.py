@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["METHODS", "Method", "MethodInfo", "discover", "get_method", "load_all", "method_names", "register_method"]
@@ -25,7 +26,8 @@ class MethodInfo:
     paper presets. backbone_roles: keyword names of ``from_backbones`` (the keys of
     ``config.backbone_checkpoints``). is_cross_encoder: scores need a joint pass (two-stage retrieval with
     ``rerank``). loss_terms: the ``loss_<term>`` fields a training forward fills with the defaults of the
-    ``tiny`` preset.
+    ``tiny`` preset. backbone_hints: role → how to obtain a checkpoint that is not on the hub as such (added to
+    the error when it cannot be had).
     """
 
     title: str
@@ -36,6 +38,7 @@ class MethodInfo:
     backbone_roles: tuple[str, ...] = ()
     is_cross_encoder: bool = False
     loss_terms: tuple[str, ...] = ()
+    backbone_hints: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ INFO = MethodInfo(
     backbone_roles=("albef", "vit", "bert"),
     is_cross_encoder=True,
     loss_terms=("itc", "itm", "triplet", "bidiratt", "mpm"),
+    # The paper starts from ALBEF fine-tuned on COCO; its weights ship only as the authors' .pth file.
+    backbone_hints={
+        "albef": "Convert ALBEF's released COCO checkpoint (mscoco.pth, salesforce/ALBEF) with `tbps convert --model "
+        "laip --checkpoint mscoco.pth --output_dir albef-mscoco`"
+    },
 )
 
 register_method("laip", LAIPConfig, LAIPModel, LAIPProcessor, INFO)
