@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import TBPSUserError
+from ...modeling_utils import resize_position_table
 
 SOURCE_REPO = "salesforce/ALBEF"
 SOURCE_LICENSE = "bsd-3-clause"
@@ -47,18 +46,12 @@ class CheckpointLayoutError(TBPSUserError, ValueError):
 
 def resize_position_embeddings(position_embeddings: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
     """`[1, 1 + s*s, d]` (a square grid, class token first) → `[1, 1 + rows*cols, d]`, bilinear; the class-token row
-    is kept (as ALBEF's `interpolate_pos_embed`, but to a non-square person-crop grid)."""
-    cls_row, grid = position_embeddings[:, :1], position_embeddings[0, 1:]
-    side = math.isqrt(grid.shape[0])
-    if side * side != grid.shape[0]:
-        raise CheckpointLayoutError(f"position table of {grid.shape[0]} patches is not a square grid")
-    rows, cols = grid_size
-    if (side, side) == (rows, cols):
-        return position_embeddings
-    grid = grid.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1).to(position_embeddings.dtype)
-    return torch.cat([cls_row, grid], dim=1)
+    is kept (as ALBEF's `interpolate_pos_embed`, but to a non-square person-crop grid). The shared
+    `resize_position_table` does the work; a non-square table is a layout error of the checkpoint."""
+    try:
+        return resize_position_table(position_embeddings, tuple(grid_size))
+    except ValueError as err:
+        raise CheckpointLayoutError(str(err)) from err
 
 
 def load_original_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
