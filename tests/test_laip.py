@@ -797,3 +797,32 @@ def test_from_backbones_vit_bert_and_albef_folder(tmp_path):
     assert torch.equal(again.state_dict()["fusion_layers.1.attention.self.query.weight"], ours["fusion_layers.1.attention.self.query.weight"])
     with pytest.raises(ValueError, match="albef=.*vit=.*bert="):
         LAIPModel.from_backbones(config=LAIPConfig.from_preset("tiny"))
+
+
+README_CONVERT_LAIP = "tbps convert --model laip --checkpoint mscoco.pth --output_dir albef-mscoco --tokenizer bert-base-uncased"
+
+
+def test_readme_convert_command_as_written(tmp_path, bert_tokenizer_dir, monkeypatch):
+    """The README's LAIP conversion exactly as written: `mscoco.pth` in ALBEF's retrieval layout (a small one the
+    test writes) and a local `bert-base-uncased` tokenizer folder in the working directory."""
+    import shlex
+    import shutil
+
+    from tbps_hf.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert README_CONVERT_LAIP in readme
+    config = LAIPConfig.from_preset(
+        "tiny", vocab_size=40, vision_num_hidden_layers=2, num_text_layers=2, num_fusion_layers=2,
+        vision_num_attention_heads=4, bidiratt_layer=0, max_position_embeddings=64, patch_size=8,
+    )  # fmt: skip
+    torch.save({"model": _albef_state(config, False)}, tmp_path / "mscoco.pth", _use_new_zipfile_serialization=False)
+    shutil.copytree(bert_tokenizer_dir, tmp_path / "bert-base-uncased")
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(README_CONVERT_LAIP)[1:]) == 0
+    model = AutoModel.from_pretrained(tmp_path / "albef-mscoco")
+    processor = AutoProcessor.from_pretrained(tmp_path / "albef-mscoco")
+    assert type(model) is LAIPModel and model.config.is_cross_encoder
+    assert model.config.image_size == (384, 128)  # the TBPS crop, position table resized from ALBEF's square grid
+    text = processor(text=["a man in a red coat"], return_tensors="pt", padding=True)
+    assert model.get_text_features(**text).text_embeds.shape[-1] == config.embed_dim

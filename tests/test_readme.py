@@ -47,6 +47,9 @@ COMMANDS: dict[str, str] = {
         "test_config_overrides_reach_the_saved_model_and_bad_ones_are_named trains with the same override",
     "python benchmarks/ablations.py --model cfam --switch share_decoder --seeds 0 1 2":
         "not run: three trainings per setting by design (minutes); benchmarks' own tests",
+    "tbps export --dataset cuhk-pedes --data_dir /data/CUHK-PEDES --out parquet/cuhk":
+        "not run: needs the CUHK-PEDES release; tests/test_export.py runs the README's ProcPEDES export commands "
+        "verbatim through the same exporter and tests/test_data_builders.py builds cuhk-pedes from a folder it makes",
     DDP_COMMAND: "test_readme_ddp_command",
     BEST_COMMAND: "test_readme_best_model_and_resume_commands",
     RESUME_COMMAND: "test_readme_best_model_and_resume_commands",

@@ -81,7 +81,9 @@ def _text_prefix(state: dict[str, torch.Tensor]) -> str:
 
 
 def infer_config_values(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Tower sizes read from the tensors (vocabulary, widths, layer counts, the fusion split)."""
+    """Tower sizes read from the tensors (vocabulary, widths, layer counts, the fusion split). Head counts are not
+    stored in a state dict: ALBEF's BERT and ViT use 64-dimensional heads, so heads = width / 64
+    (`--config_overrides` changes them for another release)."""
     prefix = _text_prefix(state)
     layers = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.", k))}
     fusion = {i for i in layers if f"{prefix}encoder.layer.{i}.crossattention.self.query.weight" in state}
@@ -100,11 +102,13 @@ def infer_config_values(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return dict(
         vocab_size=word.shape[0],
         hidden_size=word.shape[1],
+        num_attention_heads=max(1, word.shape[1] // 64),
         max_position_embeddings=state[f"{prefix}embeddings.position_embeddings.weight"].shape[0],
         num_text_layers=len(layers - fusion),
         num_fusion_layers=len(fusion),
         intermediate_size=state[f"{prefix}encoder.layer.0.intermediate.dense.weight"].shape[0],
         vision_hidden_size=patch.shape[0],
+        vision_num_attention_heads=max(1, patch.shape[0] // 64),
         patch_size=patch.shape[-1],
         vision_num_hidden_layers=len(blocks),
         vision_intermediate_size=fc1.shape[0] if fc1 is not None else 4 * patch.shape[0],
