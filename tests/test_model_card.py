@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
 from huggingface_hub import ModelCard
 
 from tbps_hf.model_card import TEMPLATE_PATH, add_eval_results, write_model_card
+from tbps_hf.models import method_names
 
 
 def test_template_ships_inside_the_package():
@@ -38,3 +45,44 @@ def test_converted_card_names_source_and_licence(tmp_path):
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.license == "mit" and not card.data.datasets
     assert "**Weights:** converted from the authors' release (MIT licence)" in card.text
+
+
+# ---------------------------------------------------------------- the card's own snippets, as written in the card
+def _card_blocks(card: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", card, flags=re.S)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_card_usage_snippet_runs_as_written(name, built_methods, tmp_path):
+    """A saved model's card: its Python usage block runs exactly as written (in the folder that holds the model,
+    with a `crop.jpg` there), and each of its bash commands parses with the real `tbps` parsers (they need a
+    gallery folder / a benchmark release, which the commands name as absolute paths)."""
+    import argparse
+    import importlib
+
+    from PIL import Image
+
+    from tbps_hf.cli import SUBCOMMANDS
+
+    built = built_methods(name)
+    folder = tmp_path / f"{name}-tiny"
+    built.model.save_pretrained(folder)
+    built.processor.save_pretrained(folder)
+    write_model_card(folder, method=name, preset="tiny", dataset="procpedes", metrics={"R@1": 1.0})
+    card = (folder / "README.md").read_text()
+    (python,) = _card_blocks(card, "python")
+    Image.new("RGB", (32, 64), (200, 40, 40)).save(tmp_path / "crop.jpg")
+    snippet = python + "\nassert tuple(scores.shape) == (1, 1), scores.shape\nprint('scores', scores.tolist())\n"
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scores [[" in done.stdout
+    commands = [line.strip() for block in _card_blocks(card, "bash") for line in block.splitlines() if line.strip()]
+    assert commands, "the card shows how to search and evaluate"
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "tbps" and argv[1] in SUBCOMMANDS, command
+        module, configure, _, _ = SUBCOMMANDS[argv[1]]
+        parser = argparse.ArgumentParser(prog=f"tbps {argv[1]}")
+        getattr(importlib.import_module(module), configure)(parser)
+        args = parser.parse_args(argv[2:])
+        assert getattr(args, "model") == f"{name}-tiny", command
