@@ -658,15 +658,6 @@ def test_albef_b16_forward_on_cpu():
 SMALL = {"num_train_identities": 24, "num_test_identities": 8, "num_test_3c_identities": 8, "images_per_identity": 2}
 
 
-def _loop_reports_progress() -> bool:
-    import inspect
-
-    from tbps_hf.training import trainer
-
-    source = inspect.getsource(trainer)
-    return "set_training_progress" in source and "training_state_dict" in source
-
-
 @pytest.fixture
 def fresh_accelerate_state():
     from accelerate.state import AcceleratorState, GradientState
@@ -692,7 +683,6 @@ def _train_args(out, cache_dir, **training):
     )
 
 
-@pytest.mark.skipif(not _loop_reports_progress(), reason="the training loop does not call the training hooks yet")
 def test_resume_across_the_stage_boundary_equals_the_uninterrupted_run(tmp_path, fresh_accelerate_state):
     from safetensors.torch import load_file
 
