@@ -15,13 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"num_train_identities": 40, "num_test_identities": 8, "num_test_3c_identities": 8, "images_per_identity": 2}
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
+# every test starts from a fresh accelerate state (the fixture lives in conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def test_help_lists_every_command(capsys):
