@@ -13,7 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_training import SMALL, _args, cache_dir, fresh_accelerate_state  # noqa: F401  (fixtures)
+from test_training import SMALL, _args, cache_dir  # noqa: F401  (fixtures)
+
+# every test starts from a fresh accelerate state (the fixture lives in conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 from tbps_hf.training import Trainer, TrainingArguments, parse_args, train
 
 ROOT = Path(__file__).resolve().parents[1]
