@@ -8,6 +8,12 @@ there is one); the device is printed with the table.
     python benchmarks/ablations.py --model pcc --switch use_cmr --max_steps 500 --seeds 0 1 2
     python benchmarks/ablations.py --model cfam --switch share_decoder --max_steps 500 --seeds 0 1 2 \\
         --json runs/ablations/cfam_share_decoder.json
+
+Cross-encoders (LAIP) re-rank at evaluation: ``--rerank_ks 4 16 64`` evaluates every trained model with each k and
+adds the first stage alone (``k=0``: re-ranking off) as extra rows, without training again:
+
+    python benchmarks/ablations.py --model laip --switch use_bidiratt --max_steps 400 --seeds 0 1 2 \\
+        --rerank_ks 4 16 64
 """
 
 from __future__ import annotations
@@ -61,11 +67,24 @@ def run_one(model: str, preset: str, overrides: dict, seed: int, args, out: Path
     device = "cuda" if torch.cuda.is_available() else "cpu"
     trained = AutoModel.from_pretrained(out).to(device).eval()
     processor = AutoProcessor.from_pretrained(out)
-    metrics = {}
+    metrics, by_k = {}, {}
     for split in SPLITS:
         overall = evaluate_model(trained, processor, EvaluationView(dataset[split]), batch_size=128, progress=False)
         metrics[split] = {k: round(float(overall["overall"][k]), 2) for k in KEYS}
-    return {"overrides": overrides, "seed": seed, "train_seconds": summary["train_seconds"], "metrics": metrics}
+        if "first_stage" in overall and args.rerank_ks:
+            by_k.setdefault("0", {})[split] = {k: round(float(overall["first_stage"][k]), 2) for k in KEYS}
+            for rerank_k in args.rerank_ks:
+                again = overall  # the model's own rerank_k was just evaluated
+                if rerank_k != overall["rerank_k"]:
+                    again = evaluate_model(
+                        trained, processor, EvaluationView(dataset[split]), batch_size=128, progress=False,
+                        rerank_k=rerank_k,
+                    )
+                by_k.setdefault(str(rerank_k), {})[split] = {k: round(float(again["overall"][k]), 2) for k in KEYS}
+    run = {"overrides": overrides, "seed": seed, "train_seconds": summary["train_seconds"], "metrics": metrics}
+    if by_k:
+        run["metrics_by_rerank_k"] = by_k
+    return run
 
 
 def main(argv=None) -> int:
@@ -78,6 +97,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max_steps", type=int, default=500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--dataloader_num_workers", type=int, default=0)
+    parser.add_argument(
+        "--rerank_ks", type=int, nargs="*", default=[],
+        help="cross-encoders: also evaluate every trained model re-ranking these k (and the first stage alone, k=0)",
+    )
     parser.add_argument("--cache_dir", default="runs/ablations/data_cache", help="ProcPEDES cache (built once)")
     parser.add_argument("--out", default="runs/ablations", help="one model folder per run is written under it")
     parser.add_argument("--json", default=None, help="also write all runs and the means to this JSON file")
@@ -112,6 +135,16 @@ def main(argv=None) -> int:
         spread = {s: {k: statistics.pstdev(r["metrics"][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
         means[json.dumps(value)] = {"mean": mean, "std": spread}
         lines.append(f"{json.dumps(value):>16} {'mean':>5} " + " ".join(f"{mean[s][k]:12.2f}" for s in SPLITS for k in KEYS))
+    if any("metrics_by_rerank_k" in r for r in runs):
+        lines += ["", f"re-ranking (same models; k=0: first stage only, re-ranking off)", header.replace(f"{args.switch:>16}", f"{args.switch + ' / k':>16}")]
+        for value in map(_value, args.values):
+            chosen = [r for r in runs if r["overrides"][args.switch] == value and "metrics_by_rerank_k" in r]
+            for rerank_k in ["0", *map(str, args.rerank_ks)]:
+                mean = {s: {k: statistics.fmean(r["metrics_by_rerank_k"][rerank_k][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
+                spread = {s: {k: statistics.pstdev(r["metrics_by_rerank_k"][rerank_k][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
+                means[f"{json.dumps(value)} k={rerank_k}"] = {"mean": mean, "std": spread}
+                label = f"{json.dumps(value)} k={rerank_k}"
+                lines.append(f"{label:>16} {'mean':>5} " + " ".join(f"{mean[s][k]:12.2f}" for s in SPLITS for k in KEYS))
     print("\n".join(lines))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

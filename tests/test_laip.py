@@ -13,7 +13,7 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 import tbps_hf  # noqa: F401  (registers the Auto classes)
-from tbps_hf.models.laip import LAIPConfig, LAIPModel, LAIPProcessor
+from tbps_hf.models.laip import LAIPConfig, LAIPModel, LAIPProcessor, modeling_laip
 from tbps_hf.models.laip.modeling_laip import (
     LAIPImageFeatures,
     LAIPMomentumState,
@@ -217,6 +217,60 @@ def test_row_with_no_other_identity_is_marked_invalid_not_sampled():
     out = model(**batch)
     assert torch.isfinite(out.loss) and out.loss_triplet == 0
     assert out.itm_logits.shape[0] == 3  # positives only
+
+
+def test_negative_schedule_goes_from_uniform_to_albef_hard_negatives():
+    model, processor = make(itm_negative_schedule=(0.25, 0.5))
+    hardness = []
+    for step in (0, 24, 25, 30, 37, 50, 99):
+        model.set_training_progress(step, 100, 0.0)
+        hardness.append(model.negative_hardness)
+    assert hardness == pytest.approx([0.0, 0.0, 0.0, 0.2, 0.48, 1.0, 1.0])
+    model._progress = None
+    assert model.negative_hardness == 1.0  # outside the training loop: ALBEF
+    assert make()[0].config.itm_negative_schedule == (0.35, 0.5)  # the tiny preset's
+    albef = LAIPModel(LAIPConfig.from_preset("tiny", itm_negative_schedule=(0, 0)))
+    albef.set_training_progress(0, 100, 0.0)
+    assert albef.negative_hardness == 1.0  # (0, 0): hard negatives from the first step (the paper preset's)
+    assert LAIPConfig.from_preset("albef-b16").itm_negative_schedule == (0.0, 0.0)
+    for bad in [(0.5, 0.25), (-0.1, 0.2), (0.2, 1.5), (0.3,)]:
+        with pytest.raises(ValueError, match="itm_negative_schedule"):
+            LAIPConfig.from_preset("tiny", itm_negative_schedule=bad)
+
+
+def test_uniform_phase_draws_negatives_ignoring_similarity(monkeypatch):
+    """At hardness 0 the ITM negatives of a text follow no similarity: a column with a huge similarity is drawn
+    about as often as the others (at hardness 1 it would be drawn almost always)."""
+    model, processor = make(itm_negative_schedule=(0.5, 0.75))
+    model.train()
+    seen = []
+    original = sample_hard_negatives
+
+    def spy(similarity, same):
+        seen.append(similarity.clone())
+        return original(similarity, same)
+
+    monkeypatch.setattr(modeling_laip, "sample_hard_negatives", spy)
+    batch = processor.training_batch(examples(4))
+    model.set_training_progress(0, 100, 0.0)
+    model(**batch)
+    assert torch.all(seen[-1] == 0)
+    model.set_training_progress(99, 100, 0.0)
+    model(**batch)
+    assert seen[-1].abs().max() > 0
+    model._progress = None
+
+
+def test_fusion_initializer_range_applies_to_the_fusion_and_itm_head_only():
+    torch.manual_seed(0)
+    model = LAIPModel(LAIPConfig.from_preset("tiny", fusion_initializer_range=0.1))
+    fusion_std = model.fusion_layers[0].crossattention.self.query.weight.std().item()
+    head_std = model.itm_head.weight.std().item()
+    text_std = model.text_encoder.encoder.layer[0].attention.self.query.weight.std().item()
+    assert fusion_std == pytest.approx(0.1, rel=0.1) and head_std == pytest.approx(0.1, rel=0.3)
+    assert text_std == pytest.approx(0.02, rel=0.1)
+    with pytest.raises(ValueError, match="fusion_initializer_range"):
+        LAIPConfig.from_preset("tiny", fusion_initializer_range=0.0)
 
 
 def test_fusion_triplet_is_the_hinge_of_eq20():

@@ -43,6 +43,10 @@ class LAIPConfig(TBPSConfig):
     hidden_dropout_prob, attention_probs_dropout_prob (`float`): BERT dropouts (ALBEF `config_bert.json`: 0.1).
     hidden_act (`str`): activation of every MLP.
     initializer_range (`float`): std of the normal initializer (random init only).
+    fusion_initializer_range (`float`, *optional*): std of the fusion layers' and the ITM head's initializer (None:
+        `initializer_range`). Not in the paper (its fusion starts from ALBEF). BERT's 0.02 is sized for 768-wide
+        layers; at the tiny preset's 128 a from-scratch fusion starts with each image/text mixing projection ~6x
+        weaker, its [CLS] is the same vector for every pair and ITM sits at its prior (measured: docs/benchmarks.md).
     embed_dim (`int`): ITC projection size (ALBEF `embed_dim: 256`; the paper's value is lost — stand-in).
     embedding_batch_norm (`bool`): not in the paper (off in `albef-b16`, on in `tiny`): a BatchNorm1d after each ITC
         projection (online and momentum). From random init every [CLS] points the same way and ITC sits at its
@@ -56,6 +60,12 @@ class LAIPConfig(TBPSConfig):
         number of training pairs; it must be a multiple of the global batch size (checked at the first enqueue).
     itc_distill_alpha (`float`): momentum-distillation weight α of the ITC targets (ALBEF/RaSa 0.4, ramped up
         linearly over the first epoch; stand-in); 0 turns distillation off.
+    itm_negative_schedule (`tuple[float, float]`): `(start, end)` shares of the training steps. Before `start`, ITM's
+        negatives are drawn uniformly from the other identities of the batch; from `start` to `end` the sampling
+        logits (ITC similarity / temperature) are scaled by a factor rising linearly from 0 to 1; after `end` it is
+        ALBEF's ∝ softmax(similarity / temperature). `(0, 0)` (the paper's ALBEF start): hard negatives from the
+        first step. Not in the paper: a from-scratch fusion never leaves ITM's prior when its first negatives are
+        already the batch's nearest persons (`tiny`; docs/benchmarks.md).
     triplet_margin (`float`): margin of the fusion triplet loss on the ITM positive probability (paper: 0.6).
 
     Local alignment
@@ -169,7 +179,13 @@ class LAIPConfig(TBPSConfig):
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
             initializer_range=0.02,
-            lr_multipliers={},
+            # From scratch the fusion encoder must first learn to read the image at all; with BERT's 0.02 init (sized
+            # for 768-wide layers) and hard negatives from step 0, ITM stayed at its prior for a whole quickstart.
+            # A wider init, a gentler learning rate for the fusion (3e-4, as frozen-tower probes needed) and uniform
+            # negatives for the first third (then ALBEF's hard negatives by mid-training) let it learn (benchmarks.md).
+            fusion_initializer_range=0.1,
+            itm_negative_schedule=(0.35, 0.5),
+            lr_multipliers={"fusion_layers.": 0.3, "itm_head.": 0.3},
             backbone_checkpoints=None,
             training_defaults=dict(
                 optimizer="adamw",
@@ -205,12 +221,14 @@ class LAIPConfig(TBPSConfig):
     attention_probs_dropout_prob: float | int = 0.1
     hidden_act: str = "gelu"
     initializer_range: float = 0.02
+    fusion_initializer_range: float | None = None
     embed_dim: int = 256
     embedding_batch_norm: bool = False
     temp: float = 0.07
     momentum: float = 0.995
     queue_size: int = 65536
     itc_distill_alpha: float | int = 0.4
+    itm_negative_schedule: list[float] | tuple[float, float] = (0.0, 0.0)
     triplet_margin: float = 0.6
     bidiratt_layer: int = 2
     mask_mode: str = "phrase"
@@ -262,6 +280,8 @@ class LAIPConfig(TBPSConfig):
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if not 0.0 < self.sentence_mask_ratio <= 1.0:
             raise ValueError(f"sentence_mask_ratio must be in (0, 1], got {self.sentence_mask_ratio}")
+        if self.fusion_initializer_range is not None and self.fusion_initializer_range <= 0:
+            raise ValueError(f"fusion_initializer_range must be > 0 or None, got {self.fusion_initializer_range}")
         if self.max_phrases_per_caption < 1:
             raise ValueError(f"max_phrases_per_caption must be >= 1, got {self.max_phrases_per_caption}")
         if self.max_phrase_length < 3:
@@ -277,6 +297,12 @@ class LAIPConfig(TBPSConfig):
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if not 0.0 <= self.itc_distill_alpha <= 1.0:
             raise ValueError(f"itc_distill_alpha must be in [0, 1], got {self.itc_distill_alpha}")
+        self.itm_negative_schedule = tuple(float(v) for v in self.itm_negative_schedule)
+        start, end = self.itm_negative_schedule if len(self.itm_negative_schedule) == 2 else (-1.0, -1.0)
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(
+                f"itm_negative_schedule must be (start, end) with 0 <= start <= end <= 1, got {self.itm_negative_schedule}"
+            )
         if not 0.0 <= self.stage_one_fraction < 1.0:
             raise ValueError(f"stage_one_fraction must be in [0, 1), got {self.stage_one_fraction}")
         if self.rerank_k < 1:

@@ -275,7 +275,8 @@ class LAIPPreTrainedModel(TBPSPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        std = self.config.initializer_range
+        # fusion layers and the ITM head carry their own std (LAIPConfig.fusion_initializer_range)
+        std = getattr(module, "_laip_init_std", None) or self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -329,6 +330,9 @@ class LAIPModel(LAIPPreTrainedModel):
         self.itm_head = nn.Linear(config.hidden_size, 2)
         self.mlm_head = BertOnlyMLMHead(config.bert_config())
         self.temp = nn.Parameter(torch.tensor(float(config.temp)))
+        if config.fusion_initializer_range is not None:
+            for module in [*self.fusion_layers.modules(), self.itm_head]:
+                module._laip_init_std = config.fusion_initializer_range
         # training progress (set by the loop before each optimizer step) and the lazily built momentum state
         self._progress: tuple[int, int, float] | None = None
         object.__setattr__(self, "_momentum_state", None)
@@ -379,6 +383,19 @@ class LAIPModel(LAIPPreTrainedModel):
         if self._progress is None:
             return float(self.config.itc_distill_alpha)
         return float(self.config.itc_distill_alpha) * min(1.0, self._progress[2])
+
+    @property
+    def negative_hardness(self) -> float:
+        """Scale of ITM's negative-sampling logits from `itm_negative_schedule`: 0 (uniform) before its start, rising
+        linearly to 1 (ALBEF) at its end; 1 outside the training loop."""
+        start, end = self.config.itm_negative_schedule
+        if self._progress is None or end <= 0:
+            return 1.0
+        step, total, _ = self._progress
+        share = step / max(1, total)
+        if share >= end:
+            return 1.0
+        return 0.0 if share < start or end == start else (share - start) / (end - start)
 
     def active_losses(self) -> tuple[str, ...]:
         """Loss terms of the current stage that are switched on."""
@@ -771,9 +788,10 @@ class LAIPModel(LAIPPreTrainedModel):
 
     def _itm_losses(self, image_hidden, text_hidden, attention_mask, image_feat, text_feat, ids):
         """Eq. 18-20: ITM on B positives + one hard negative image per text + one hard negative text per image
-        (∝ softmax of the in-batch ITC similarity, other identities only), and the fusion triplet reusing them."""
+        (∝ softmax of the in-batch ITC similarity, other identities only; the logits scaled by `negative_hardness`,
+        see `itm_negative_schedule`), and the fusion triplet reusing them."""
         with torch.no_grad():
-            sim_t2i = text_feat @ image_feat.t() / self.temp.float()
+            sim_t2i = text_feat @ image_feat.t() / self.temp.float() * self.negative_hardness
             same = ids[:, None] == ids[None, :]
             neg_image, valid_t = sample_hard_negatives(sim_t2i, same)  # for each text
             neg_text, valid_i = sample_hard_negatives(sim_t2i.t(), same)  # for each image
