@@ -87,6 +87,13 @@ def run_one(model: str, preset: str, overrides: dict, seed: int, args, out: Path
     return run
 
 
+def _mean_std(metrics: list[dict]) -> tuple[dict, dict]:
+    """Mean and population std over runs of `{split: {key: value}}` metrics."""
+    mean = {s: {k: statistics.fmean(m[s][k] for m in metrics) for k in KEYS} for s in SPLITS}
+    spread = {s: {k: statistics.pstdev(m[s][k] for m in metrics) for k in KEYS} for s in SPLITS}
+    return mean, spread
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, choices=method_names(), help="registered method: %(choices)s")
@@ -131,19 +138,17 @@ def main(argv=None) -> int:
         chosen = [r for r in runs if r["overrides"][args.switch] == value]
         for r in chosen:
             lines.append(f"{json.dumps(value):>16} {r['seed']:>5} " + " ".join(f"{r['metrics'][s][k]:12.2f}" for s in SPLITS for k in KEYS))
-        mean = {s: {k: statistics.fmean(r["metrics"][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
-        spread = {s: {k: statistics.pstdev(r["metrics"][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
+        mean, spread = _mean_std([r["metrics"] for r in chosen])
         means[json.dumps(value)] = {"mean": mean, "std": spread}
         lines.append(f"{json.dumps(value):>16} {'mean':>5} " + " ".join(f"{mean[s][k]:12.2f}" for s in SPLITS for k in KEYS))
     if any("metrics_by_rerank_k" in r for r in runs):
-        lines += ["", f"re-ranking (same models; k=0: first stage only, re-ranking off)", header.replace(f"{args.switch:>16}", f"{args.switch + ' / k':>16}")]
+        lines += ["", "re-ranking (same models; k=0: first stage only, re-ranking off)", header.replace(f"{args.switch:>16}", f"{args.switch + ' / k':>16}")]
         for value in map(_value, args.values):
             chosen = [r for r in runs if r["overrides"][args.switch] == value and "metrics_by_rerank_k" in r]
             for rerank_k in ["0", *map(str, args.rerank_ks)]:
-                mean = {s: {k: statistics.fmean(r["metrics_by_rerank_k"][rerank_k][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
-                spread = {s: {k: statistics.pstdev(r["metrics_by_rerank_k"][rerank_k][s][k] for r in chosen) for k in KEYS} for s in SPLITS}
-                means[f"{json.dumps(value)} k={rerank_k}"] = {"mean": mean, "std": spread}
+                mean, spread = _mean_std([r["metrics_by_rerank_k"][rerank_k] for r in chosen])
                 label = f"{json.dumps(value)} k={rerank_k}"
+                means[label] = {"mean": mean, "std": spread}
                 lines.append(f"{label:>16} {'mean':>5} " + " ".join(f"{mean[s][k]:12.2f}" for s in SPLITS for k in KEYS))
     print("\n".join(lines))
     if args.json:

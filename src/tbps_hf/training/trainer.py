@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,14 +102,6 @@ def _stop_on_signals():
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
-
-
-@contextmanager
-def _closing(progress):
-    try:
-        yield progress
-    finally:
-        progress.close()  # also when a stop or an error leaves the loop
 
 
 @contextmanager
@@ -289,7 +281,8 @@ class Trainer:
         self.samples_seen = 0
         loop_start = time.perf_counter()
         model.train()
-        with _stop_on_signals() as received, _closing(progress):
+        # closing: the bar is closed also when a stop or an error leaves the loop
+        with _stop_on_signals() as received, closing(progress):
             while self.global_step < self.total_steps and self.stopped_early is None:
                 self.sampler.set_epoch(self.epoch, start_batch=self.micro_in_epoch)
                 loader = DataLoader(

@@ -251,6 +251,7 @@ class LAIPConfig(TBPSConfig):
 
     def __post_init__(self, **kwargs):
         self.rerank_range = tuple(float(v) for v in self.rerank_range)
+        self.itm_negative_schedule = tuple(float(v) for v in self.itm_negative_schedule)
         if self.lr_multipliers is None:
             self.lr_multipliers = {"mlm_head.": 10.0}
         super().__post_init__(**kwargs)
@@ -297,9 +298,8 @@ class LAIPConfig(TBPSConfig):
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
         if not 0.0 <= self.itc_distill_alpha <= 1.0:
             raise ValueError(f"itc_distill_alpha must be in [0, 1], got {self.itc_distill_alpha}")
-        self.itm_negative_schedule = tuple(float(v) for v in self.itm_negative_schedule)
-        start, end = self.itm_negative_schedule if len(self.itm_negative_schedule) == 2 else (-1.0, -1.0)
-        if not 0.0 <= start <= end <= 1.0:
+        schedule = self.itm_negative_schedule
+        if len(schedule) != 2 or not 0.0 <= schedule[0] <= schedule[1] <= 1.0:
             raise ValueError(
                 f"itm_negative_schedule must be (start, end) with 0 <= start <= end <= 1, got {self.itm_negative_schedule}"
             )
